@@ -1,0 +1,169 @@
+"""pstlib's own records: what every mail source yields, whatever the file format.
+
+Timestamps are timezone-aware UTC. Addresses are normalised (see :mod:`pstlib.sources.addresses`),
+with the raw header value kept. Records are frozen: a source builds them once and nothing changes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class RecipientKind(StrEnum):
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+
+
+class FolderRole(StrEnum):
+    """What a folder is for, from its well-known name (any language libpff or the header shows)."""
+
+    INBOX = "inbox"
+    SENT = "sent"
+    DELETED = "deleted"
+    DRAFTS = "drafts"
+    OUTBOX = "outbox"
+    JUNK = "junk"
+    ARCHIVE = "archive"
+    CALENDAR = "calendar"
+    CONTACTS = "contacts"
+    TASKS = "tasks"
+    NOTES = "notes"
+    JOURNAL = "journal"
+    OTHER = "other"
+
+
+class ItemKind(StrEnum):
+    """The broad kind of an item, from its MAPI message class (``IPM.Note`` is mail...)."""
+
+    MAIL = "mail"
+    MEETING = "meeting"
+    APPOINTMENT = "appointment"
+    CONTACT = "contact"
+    DISTLIST = "distlist"
+    TASK = "task"
+    NOTE = "note"
+    POST = "post"
+    REPORT = "report"
+    OTHER = "other"
+
+
+def kind_of_class(message_class: str) -> ItemKind:
+    """Map a MAPI message class to its :class:`ItemKind` (``IPM.Schedule.Meeting.Request`` -> meeting)."""
+    mc = message_class.strip().upper()
+    if mc.startswith("REPORT."):
+        return ItemKind.REPORT
+    table = (
+        ("IPM.SCHEDULE.MEETING", ItemKind.MEETING),
+        ("IPM.APPOINTMENT", ItemKind.APPOINTMENT),
+        ("IPM.CONTACT", ItemKind.CONTACT),
+        ("IPM.DISTLIST", ItemKind.DISTLIST),
+        ("IPM.TASK", ItemKind.TASK),
+        ("IPM.STICKYNOTE", ItemKind.NOTE),
+        ("IPM.POST", ItemKind.POST),
+        ("IPM.NOTE", ItemKind.MAIL),
+    )
+    for prefix, kind in table:
+        if mc == prefix or mc.startswith(prefix + "."):
+            return kind
+    return ItemKind.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A normalised mail address: ``address`` lower-cased SMTP ('' when none could be found)."""
+
+    address: str
+    name: str = ""
+    raw: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2] if "@" in self.address else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    kind: RecipientKind
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    name: str
+    size_bytes: int
+    mime_type: str = "application/octet-stream"
+    data: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One item read from a mail source.
+
+    ``item_id`` is stable within its source file (the PST node id, the mbox message index, the EML
+    path relative to the scanned folder). ``body`` is plain text where the item has it, else HTML
+    (``body_is_html``). ``headers`` keeps the few list/automation headers the analytics use
+    (lower-case names: ``list-id``, ``list-unsubscribe``, ``auto-submitted``, ``precedence``,
+    ``x-auto-response-suppress``...).
+    """
+
+    source_path: str
+    item_id: str
+    folder_path: str = ""
+    folder_role: FolderRole = FolderRole.OTHER
+    message_class: str = "IPM.Note"
+    internet_message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    conversation_topic: str | None = None
+    conversation_index: str | None = None
+    subject: str = ""
+    sender: Address | None = None
+    recipients: tuple[Recipient, ...] = ()
+    sent_at_utc: datetime | None = None
+    received_at_utc: datetime | None = None
+    size_bytes: int = 0
+    attachments: tuple[Attachment, ...] = ()
+    body: str = field(default="", repr=False)
+    body_is_html: bool = False
+    importance: int = 1
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> ItemKind:
+        return kind_of_class(self.message_class)
+
+    @property
+    def attachment_count(self) -> int:
+        return len(self.attachments)
+
+    @property
+    def attachment_bytes(self) -> int:
+        return sum(a.size_bytes for a in self.attachments)
+
+    @property
+    def body_sha256(self) -> str:
+        return hashlib.sha256(self.body.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @property
+    def content_sha256(self) -> str:
+        """A hash of what makes two copies of a message the same, for items with no Message-ID."""
+        sender = self.sender.address if self.sender else ""
+        sent = self.sent_at_utc.isoformat() if self.sent_at_utc else ""
+        rcpts = ",".join(sorted(r.address.address for r in self.recipients))
+        key = "\x1f".join((sender, sent, rcpts, self.subject, self.body_sha256))
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @property
+    def dedupe_key(self) -> str:
+        """``mid:<message-id>`` where the item has one, else ``sha:<content hash>``."""
+        if self.internet_message_id:
+            return "mid:" + self.internet_message_id.strip().strip("<>").lower()
+        return "sha:" + self.content_sha256
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers if k == lname), None)
