@@ -1,0 +1,199 @@
+"""The ``pstlib`` command: one group, each command parses its arguments and calls one library function.
+
+User-facing output (progress bars, summaries) lives here and nowhere else in the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pstlib import __version__
+from pstlib.config import DEFAULT_STORE
+from pstlib.errors import PstlibError
+
+STORE_OPTION = click.option(
+    "--store",
+    default=str(DEFAULT_STORE),
+    show_default=True,
+    envvar="PSTLIB_STORE",
+    help="Analytics store: a SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...).",
+)
+
+
+class _Group(click.Group):
+    """Turns pstlib's own errors into a one-line reason and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PstlibError as err:
+            click.echo(f"pstlib: error: {err}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pstlib")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Import Outlook PST/OST, mbox and EML mail into Dataverse, and prove it complete."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def _progress_bar(desc: str, unit: str = "msg") -> Iterator[Callable[[Any], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True)
+    seen: dict[str, int] = {"source": -1}
+
+    def tick(progress: Any) -> None:
+        if progress.source_index != seen["source"]:
+            seen["source"] = progress.source_index
+            bar.set_postfix_str(f"file {progress.source_index + 1}/{progress.source_count}")
+        bar.update(progress.messages)
+
+    try:
+        yield tick
+    finally:
+        bar.close()
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    totals = doc["totals"]
+    lines = [
+        f"session {doc['session_id']} ({doc['target']}, {doc['status']})",
+        f"  sources     {totals['sources']} ({totals['sources_failed']} failed)",
+        f"  items found {totals['items_found']}",
+        f"  messages    {totals['messages']} recorded, {doc['errors']['total']} errors",
+    ]
+    for label, key in (("by class", "by_message_class"), ("by folder", "by_folder_role")):
+        counts = ", ".join(f"{k} {v}" for k, v in doc[key].items()) or "-"
+        lines.append(f"  {label:<11} {counts}")
+    span = doc["date_range"]
+    lines.append(f"  date range  {span['earliest'] or '-'} .. {span['latest'] or '-'}")
+    if doc["errors"]["by_code"]:
+        codes = ", ".join(f"{k} {v}" for k, v in doc["errors"]["by_code"].items())
+        lines.append(f"  errors      {codes}")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@STORE_OPTION
+@click.option("--owner", help="The mailbox owner's address (decides sent vs received).")
+@click.option("--json", "as_json", is_flag=True, help="Print the session document as JSON.")
+def scan(paths: tuple[Path, ...], store: str, owner: str | None, as_json: bool) -> None:
+    """Read PST/OST, mbox and EML files (or folders of them) into an assess session.
+
+    Nothing is written anywhere but the store. Bad files and unreadable items are reported and
+    recorded; the rest is still read.
+    """
+    from pstlib.importer.session import scan as run_scan
+    from pstlib.importer.session import summarize
+    from pstlib.store import Store
+
+    with Store.open(store) as st, _progress_bar("scan") as tick:
+        session_id = run_scan(paths, st, mailbox_owner=owner, on_progress=tick)
+        doc = summarize(st, session_id).to_dict()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(doc)
+
+
+@main.command()
+@STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sessions(store: str, as_json: bool) -> None:
+    """List the sessions in the store, newest first."""
+    from pstlib.store import Store, load
+
+    with Store.open(store) as st:
+        frame = load.load_sessions(st)
+    frame = frame.sort_values("started_at_utc", ascending=False)
+    shown = frame[["session_id", "status", "target", "started_at_utc", "ended_at_utc"]]
+    if as_json:
+        click.echo(shown.to_json(orient="records", date_format="iso", indent=2))
+    elif shown.empty:
+        click.echo("no sessions")
+    else:
+        click.echo(shown.to_string(index=False))
+
+
+@main.command()
+@click.argument("table")
+@STORE_OPTION
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv",
+    show_default=True,
+)
+@click.option("--session", "session_id", help="Only this session's rows.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Output file (default: stdout for csv/json).")
+def export(table: str, store: str, fmt: str, session_id: str | None, out: Path | None) -> None:
+    """Export a store table (sessions, sources, messages, recipients, ...) as CSV, JSON or Parquet."""
+    from pstlib.store import Store
+    from pstlib.store.export import export_table
+
+    if out is None and fmt == "parquet":
+        raise click.UsageError("--format parquet needs --out FILE")
+    with Store.open(store) as st:
+        written = export_table(st, table, fmt, out, session_id=session_id)  # type: ignore[arg-type]
+    if out is None:
+        click.echo(written.read_text(encoding="utf-8"), nl=False)
+        written.unlink()
+    else:
+        click.echo(f"wrote {written}", err=True)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed gives the same files.")
+@click.option("--contacts", default=40, show_default=True, help="Number of correspondents.")
+@click.option("--years", default=1.0, show_default=True, help="Length of the mailbox history in years.")
+@click.option("--country", default="US", show_default=True, help="Public holidays of this country.")
+@click.option("--eml/--no-eml", default=True, show_default=True, help="Also write one EML file per message.")
+def synth(out: Path, seed: int, contacts: int, years: float, country: str, eml: bool) -> None:
+    """Write a seeded synthetic mailbox (mbox, EML and truth.json with its ground truth)."""
+    from pstlib.synth import synthesize
+
+    formats = ("mbox", "eml") if eml else ("mbox",)
+    result = synthesize(
+        out, seed=seed, contacts=contacts, years=years, holiday_country=country, formats=formats
+    )
+    click.echo(f"wrote {result.messages} messages to {out}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
+              help="Folder for the demo's mailbox, store and reports.")
+@click.option("--seed", default=7, show_default=True)
+def demo(out: Path, seed: int) -> None:
+    """Run the whole job end to end on a synthetic mailbox: generate, scan, summarise."""
+    from pstlib.importer.session import scan as run_scan
+    from pstlib.importer.session import summarize
+    from pstlib.store import Store
+    from pstlib.synth import synthesize
+
+    out.mkdir(parents=True, exist_ok=True)
+    mail = out / "mailbox"
+    click.echo(f"1/2 generating a synthetic mailbox in {mail}")
+    result = synthesize(mail, seed=seed, contacts=60, years=2.0, formats=("mbox", "eml"))
+    store_path = out / "pstlib.sqlite"
+    store_path.unlink(missing_ok=True)
+    click.echo(f"2/2 scanning {result.messages} messages into {store_path}")
+    with Store.open(store_path) as st, _progress_bar("scan") as tick:
+        session_id = run_scan([result.mbox_path], st, mailbox_owner=result.owner, on_progress=tick)
+        _print_summary(summarize(st, session_id).to_dict())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
