@@ -1,9 +1,10 @@
 """The one small interface every mail source implements, and the factory that picks one for a file.
 
-A source is opened from a path; opening raises :class:`~pstlib.errors.SourceError` when the whole file
-cannot be read (not a PST, truncated, unreadable). Iterating yields :class:`~pstlib.models.Message`
-records, and a :class:`~pstlib.errors.SourceError` *instance* (not raised) for each item that could not
-be read, so that one broken item never stops the rest of the file.
+A source is opened from a path; opening raises :class:`~pstlib.errors.SourceError` when the whole
+file cannot be read (not a PST, truncated, unreadable). Iterating yields
+:class:`~pstlib.models.Message` records, and a :class:`~pstlib.errors.SourceError` *instance* (not
+raised) for each item that could not be read, so that one broken item never stops the rest of the
+file.
 """
 
 from __future__ import annotations
