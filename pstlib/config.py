@@ -31,6 +31,7 @@ class DataverseSettings:
     tenant_id: str = ""
     client_id: str = ""
     authority: str | None = None  # defaults to https://login.microsoftonline.com/<tenant>
+    token_url: str | None = None  # a direct client-credentials endpoint (the local stand-in over HTTP)
     secret_env: str = "PSTLIB_CLIENT_SECRET"
     api_version: str = "v9.2"
 
@@ -41,7 +42,8 @@ class DataverseSettings:
         try:
             import keyring  # optional
 
-            secret = keyring.get_password("pstlib", self.client_id)
+            found = keyring.get_password("pstlib", self.client_id)
+            secret = str(found) if found else None
         except Exception:  # keyring absent or no backend: fall through to the error below
             secret = None
         if not secret:
