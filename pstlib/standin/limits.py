@@ -1,0 +1,148 @@
+"""Service protection API limits, per user, as "Service protection API limits" documents them.
+
+Three facets, evaluated per user (here: the client id of the bearer token):
+
+- Number of requests, ``0x80072322``: "Number of requests exceeded the limit of 6000 over time
+  window of 300 seconds."
+- Execution time, ``0x80072321``: "Combined execution time of incoming requests exceeded limit of
+  1,200,000  milliseconds over time window of 300 seconds. Decrease number of concurrent requests
+  or reduce the duration of requests and try again later."
+- Concurrent requests, ``0x80072326``: "Number of concurrent requests exceeded the limit of 52."
+
+The first two are evaluated over a 300-second sliding window; "you can expect to exceed the
+number of requests and execution time limits ... before the service protection API limits will
+take effect",
+so a request is refused once the window already holds the limit. Exceeding the concurrent requests
+"will immediately return an error". A 429 carries ``Retry-After`` in seconds. ``time_scale`` shrinks
+every duration (window, execution time) so a test can rehearse the limits in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+REQUESTS_CODE = "0x80072322"
+EXECUTION_CODE = "0x80072321"
+CONCURRENT_CODE = "0x80072326"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Service protection limits in Dataverse time; ``time_scale`` turns them into real time."""
+
+    max_requests: int = 6000
+    window_s: float = 300.0
+    max_execution_s: float = 1200.0
+    max_concurrent: int = 52
+    time_scale: float = 1.0
+
+
+class Throttled(Exception):
+    """A request refused by a service protection limit: 429 with ``Retry-After``."""
+
+    def __init__(self, code: str, message: str, retry_after_s: float) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after(self) -> str:
+        """The ``Retry-After`` header value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+
+def requests_message(limits: Limits) -> str:
+    return (
+        f"Number of requests exceeded the limit of {limits.max_requests} "
+        f"over time window of {limits.window_s:g} seconds."
+    )
+
+
+def execution_message(limits: Limits) -> str:
+    milliseconds = f"{round(limits.max_execution_s * 1000):,}"
+    return (
+        f"Combined execution time of incoming requests exceeded limit of {milliseconds}  "
+        f"milliseconds over time window of {limits.window_s:g} seconds. Decrease number of "
+        "concurrent requests or reduce the duration of requests and try again later."
+    )
+
+
+def concurrent_message(limits: Limits) -> str:
+    return f"Number of concurrent requests exceeded the limit of {limits.max_concurrent}."
+
+
+@dataclass
+class _User:
+    requests: deque[float] = field(default_factory=deque)  # arrival times
+    executions: deque[tuple[float, float]] = field(default_factory=deque)  # (end time, seconds)
+    execution_total: float = 0.0
+    in_flight: int = 0
+
+
+class ServiceProtection:
+    """Counts each user's requests, execution time and concurrency; refuses what exceeds them."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._users: dict[str, _User] = {}
+        self._window = limits.window_s * limits.time_scale
+        self._max_execution = limits.max_execution_s * limits.time_scale
+
+    def admit(self, user: str) -> None:
+        """Count one incoming request, or raise :class:`Throttled` (the request is not counted)."""
+        with self._lock:
+            now = self._clock()
+            state = self._users.setdefault(user, _User())
+            self._expire(state, now)
+            if len(state.requests) >= self.limits.max_requests:
+                index = len(state.requests) - self.limits.max_requests
+                wait = state.requests[index] + self._window - now
+                raise Throttled(REQUESTS_CODE, requests_message(self.limits), wait)
+            if state.execution_total >= self._max_execution:
+                raise Throttled(
+                    EXECUTION_CODE, execution_message(self.limits), self._execution_wait(state, now)
+                )
+            if state.in_flight >= self.limits.max_concurrent:
+                raise Throttled(CONCURRENT_CODE, concurrent_message(self.limits), 1.0)
+            state.requests.append(now)
+            state.in_flight += 1
+
+    def release(self, user: str, execution_s: float) -> None:
+        """A request admitted for ``user`` finished after ``execution_s`` real seconds."""
+        with self._lock:
+            state = self._users.setdefault(user, _User())
+            state.in_flight = max(0, state.in_flight - 1)
+            state.executions.append((self._clock(), execution_s))
+            state.execution_total += execution_s
+
+    def remaining_requests(self, user: str) -> int:
+        """``x-ms-ratelimit-burst-remaining-xrm-requests`` for ``user``."""
+        with self._lock:
+            state = self._users.setdefault(user, _User())
+            self._expire(state, self._clock())
+            return max(0, self.limits.max_requests - len(state.requests))
+
+    def _expire(self, state: _User, now: float) -> None:
+        horizon = now - self._window
+        while state.requests and state.requests[0] <= horizon:
+            state.requests.popleft()
+        while state.executions and state.executions[0][0] <= horizon:
+            state.execution_total -= state.executions.popleft()[1]
+        if not state.executions:
+            state.execution_total = 0.0
+
+    def _execution_wait(self, state: _User, now: float) -> float:
+        total = state.execution_total
+        for ended, seconds in state.executions:
+            total -= seconds
+            if total < self._max_execution:
+                return ended + self._window - now
+        return self._window

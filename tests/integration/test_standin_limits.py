@@ -1,0 +1,186 @@
+"""Service protection limits, fault injection and HTTPS of the stand-in, over real HTTP.
+
+The 429 body and codes follow "Service protection API limits" (learn.microsoft.com/power-apps/
+developer/data-platform/api-limits): a 429 Too Many Requests with a Retry-After header in seconds
+and the OData error body of "Compose HTTP requests and handle errors".
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+
+import httpx
+import pytest
+
+from pstlib.standin import StandinConfig, StandinServer
+
+
+def _client(server: StandinServer, **kwargs: object) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {server.issue_token()}"}
+    return httpx.Client(base_url=server.api_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def _assert_429(answer: httpx.Response, code: str) -> None:
+    assert answer.status_code == 429
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert set(answer.json()) == {"error"} and answer.json()["error"]["code"] == code
+
+
+def test_number_of_requests_limit_with_retry_after() -> None:
+    config = StandinConfig(max_requests=5, time_scale=0.01)  # 5 requests per 3-second window
+    with StandinServer(config) as server, _client(server) as api:
+        for _ in range(5):
+            assert api.get("contacts").status_code == 200
+        throttled = api.get("contacts")
+        _assert_429(throttled, "0x80072322")
+        assert throttled.json()["error"]["message"] == (
+            "Number of requests exceeded the limit of 5 over time window of 300 seconds."
+        )
+        # another application user has its own limits
+        other = server.issue_token("someone-else")
+        assert api.get("contacts", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+        time.sleep(int(throttled.headers["Retry-After"]))
+        assert api.get("contacts").status_code == 200
+        assert server.stats()["throttled_0x80072322"] == 1
+
+
+def test_batch_counts_as_one_request_but_all_its_execution_time() -> None:
+    # 100 s of execution per 300 s window, each operation 60 s; scaled by 0.01: 1 s and 0.6 s.
+    config = StandinConfig(
+        max_execution_s=100, operation_time_s=60, time_scale=0.01, max_requests=2
+    )
+    body = (
+        "--batch_X\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        "POST /api/data/v9.2/contacts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        '{"firstname":"a"}\r\n'
+    ) * 2 + "--batch_X--\r\n"
+    with StandinServer(config) as server, _client(server) as api:
+        answer = api.post(
+            "$batch",
+            content=body.encode(),
+            headers={"Content-Type": "multipart/mixed; boundary=batch_X"},
+        )
+        assert answer.status_code == 200 and server.db.count("contacts") == 2
+        throttled = api.get("contacts")  # 1.2 s of execution > 1 s; 1 request < 2
+        _assert_429(throttled, "0x80072321")
+        assert throttled.json()["error"]["message"].startswith(
+            "Combined execution time of incoming requests exceeded limit of 100,000  milliseconds"
+        )
+
+
+def test_concurrent_requests_limit() -> None:
+    config = StandinConfig(max_concurrent=2, operation_time_s=40, time_scale=0.01)  # 0.4 s each
+    with StandinServer(config) as server:
+        token = server.issue_token()
+        statuses: list[int] = []
+        codes: list[str] = []
+
+        def call() -> None:
+            answer = httpx.get(
+                server.api_url + "contacts",
+                timeout=30,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                codes.append(answer.json()["error"]["code"])
+                assert answer.json()["error"]["message"] == (
+                    "Number of concurrent requests exceeded the limit of 2."
+                )
+
+        threads = [threading.Thread(target=call) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses.count(200) >= 2 and statuses.count(429) >= 1
+        assert set(codes) == {"0x80072326"}
+
+
+def test_fault_injection_503_drop_latency() -> None:
+    config = StandinConfig(
+        error_on_requests=frozenset({2}), drop_on_requests=frozenset({3}), latency_s=0.2
+    )
+    with StandinServer(config) as server, _client(server) as api:
+        started = time.monotonic()
+        assert api.get("contacts").status_code == 200
+        assert time.monotonic() - started >= 0.2
+        failed = api.get("contacts")
+        assert failed.status_code == 503 and set(failed.json()["error"]) == {"code", "message"}
+        with pytest.raises(httpx.RemoteProtocolError):
+            api.post("contacts", json={"firstname": "lost"})
+        assert api.get("contacts").status_code == 200
+        assert server.db.count("contacts") == 0
+        assert server.stats()["faults_503"] == 1 and server.stats()["faults_dropped"] == 1
+
+
+def test_seeded_random_faults_repeat() -> None:
+    def run() -> list[int]:
+        config = StandinConfig(error_rate=0.3, seed=7)
+        with StandinServer(config) as server, _client(server) as api:
+            return [api.get("contacts").status_code for _ in range(20)]
+
+    first = run()
+    assert first == run() and 503 in first and 200 in first
+
+
+def test_throttle_storms() -> None:
+    config = StandinConfig(storm_after_requests=2, storm_duration_s=100, time_scale=0.01)
+    with StandinServer(config) as server, _client(server) as api:
+        assert [api.get("contacts").status_code for _ in range(2)] == [200, 200]
+        _assert_429(api.get("contacts"), "0x80072322")  # storm: 1 s of throttling
+        time.sleep(1.05)
+        assert api.get("contacts").status_code == 200
+        server.throttle_for(0.5)
+        _assert_429(api.get("contacts"), "0x80072322")
+
+
+def test_https_with_a_self_signed_certificate(tmp_path: object) -> None:
+    with StandinServer(StandinConfig(tls=True, tls_dir=str(tmp_path))) as server:
+        assert server.url.startswith("https://127.0.0.1:") and server.ca_path
+        verify = ssl.create_default_context(cafile=server.ca_path)
+        token = httpx.post(
+            server.token_url,
+            verify=verify,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "standin-client",
+                "client_secret": "standin-secret",
+                "scope": server.scope,
+            },
+        ).json()["access_token"]
+        answer = httpx.get(
+            server.api_url + "contacts", verify=verify, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code == 200
+        discovery = httpx.get(
+            f"{server.authority}/v2.0/.well-known/openid-configuration", verify=verify
+        )
+        assert discovery.json()["token_endpoint"] == server.token_url
+
+
+def test_msal_acquires_a_token_from_the_https_authority() -> None:
+    msal = pytest.importorskip("msal")
+    requests = pytest.importorskip("requests")
+    with StandinServer(StandinConfig(tls=True)) as server:
+        session = requests.Session()
+        session.verify = server.ca_path
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify
+        app = msal.ConfidentialClientApplication(
+            "standin-client",
+            client_credential="standin-secret",
+            authority=server.authority,
+            http_client=session,
+            instance_discovery=False,
+            validate_authority=False,
+        )
+        result = app.acquire_token_for_client(scopes=[server.scope])
+        assert result["token_type"] == "Bearer"
+        answer = httpx.get(
+            server.api_url + "WhoAmI",
+            verify=ssl.create_default_context(cafile=server.ca_path),
+            headers={"Authorization": f"Bearer {result['access_token']}"},
+        )
+        assert answer.status_code == 200
