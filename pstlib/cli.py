@@ -173,6 +173,39 @@ def synth(out: Path, seed: int, contacts: int, years: float, country: str, eml: 
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="Keep what arrives in this SQLite file.")
+@click.option("--tls", is_flag=True, help="Serve HTTPS with a generated certificate (printed CA file).")
+@click.option("--time-scale", default=1.0, show_default=True,
+              help="Multiply every limit window and server time by this (0.01: 5 minutes become 3 s).")
+@click.option("--operation-time", default=0.0, show_default=True,
+              help="Simulated server execution time per operation, in seconds.")
+@click.option("--max-requests", default=6000, show_default=True, help="Requests per user per window.")
+@click.option("--max-concurrent", default=52, show_default=True, help="Concurrent requests per user.")
+@click.option("--latency", default=0.0, show_default=True, help="Added latency per request, seconds.")
+@click.option("--error-rate", default=0.0, show_default=True, help="Share of requests answered 503.")
+def standin(
+    host: str, port: int, db_path: Path | None, tls: bool, time_scale: float, operation_time: float,
+    max_requests: int, max_concurrent: int, latency: float, error_rate: float,
+) -> None:
+    """Run a local Dataverse (the documented Web API subset, $batch, limits) until Ctrl-C.
+
+    Use it to rehearse an import against a tenant's service protection limits. Its client id and
+    secret are `standin-client` / `standin-secret`; the token URL is <url>/standin-tenant/oauth2/v2.0/token.
+    """
+    from pstlib.standin import StandinConfig
+    from pstlib.standin.server import run_standin
+
+    config = StandinConfig(
+        db_path=str(db_path) if db_path else None, tls=tls, time_scale=time_scale,
+        operation_time_s=operation_time, max_requests=max_requests, max_concurrent=max_concurrent,
+        latency_s=latency, error_rate=error_rate,
+    )
+    run_standin(host, port, config)
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
               help="Folder for the demo's mailbox, store and reports.")
 @click.option("--seed", default=7, show_default=True)
@@ -191,7 +224,9 @@ def demo(out: Path, seed: int) -> None:
     store_path.unlink(missing_ok=True)
     click.echo(f"2/2 scanning {result.messages} messages into {store_path}")
     with Store.open(store_path) as st, _progress_bar("scan") as tick:
-        session_id = run_scan([result.mbox_path], st, mailbox_owner=result.owner, on_progress=tick)
+        session_id = run_scan(
+            [result.mbox_path or mail / "mailbox.mbox"], st, mailbox_owner=result.owner_address, on_progress=tick
+        )
         _print_summary(summarize(st, session_id).to_dict())
 
 

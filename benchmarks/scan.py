@@ -1,0 +1,172 @@
+"""Scan benchmark: how fast pstlib reads PSTs and mbox, against Debian's readpst, and how fast the store writes.
+
+Each phase runs in its own child process so that its peak RSS is its own. Figures:
+
+* PST messages/s: every corpus PST/OST read with pstlib's libpff reader, the list repeated until at
+  least ``--min-items`` items were read (each file is small).
+* readpst messages/s: Debian's ``readpst -r`` converting the same files the same number of times (a peer
+  doing similar work: it decodes every item and writes it out), rated by the same item count.
+* mbox messages/s: a synthetic mbox of ``--mbox-messages`` messages read with pstlib's mbox reader.
+* store rows/s: the same mbox's messages written to a fresh SQLite store through the batched writer.
+* peak RSS: the largest child's peak resident set, in MB.
+
+Usage: python benchmarks/scan.py [--corpus ../shared/corpus] [--min-items 10000] [--mbox-messages 100000] [--seed 1]
+The last line is JSON with keys pst_messages_per_s, readpst_messages_per_s, mbox_messages_per_s,
+peak_rss_mb, store_rows_per_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pst_files(corpus: Path) -> list[Path]:
+    from pstlib.errors import SourceError
+    from pstlib.sources import open_source
+
+    readable = []
+    for path in sorted((corpus / "pst").iterdir()):
+        try:
+            open_source(path).close()
+        except SourceError:
+            continue  # the truncated copies: nothing to rate
+        readable.append(path)
+    return readable
+
+
+def _read_psts(files: list[str], passes: int) -> dict[str, Any]:
+    from pstlib.sources import open_source
+
+    items = 0
+    start = time.perf_counter()
+    for _ in range(passes):
+        for name in files:
+            source = open_source(Path(name))
+            for _item in source:
+                items += 1
+            source.close()
+    elapsed = time.perf_counter() - start
+    return {"items": items, "seconds": elapsed}
+
+
+def _read_mbox(path: str) -> dict[str, Any]:
+    from pstlib.sources import open_source
+
+    start = time.perf_counter()
+    source = open_source(Path(path))
+    items = sum(1 for _ in source)
+    source.close()
+    return {"items": items, "seconds": time.perf_counter() - start}
+
+
+def _write_store(path: str, store_path: str) -> dict[str, Any]:
+    from pstlib.models import Message
+    from pstlib.sources import open_source
+    from pstlib.store import Store
+    from pstlib.store.schema import Outcome
+
+    source = open_source(Path(path))
+    messages = [m for m in source if isinstance(m, Message)]
+    source.close()
+    with Store.open(store_path) as store:
+        session_id = store.begin_session("assess", {"benchmark": "scan"})
+        source_id = store.add_source(session_id, path, "mbox", Path(path).stat().st_size, None)
+        start = time.perf_counter()
+        with store.writer(session_id) as writer:
+            for message in messages:
+                writer.add_message(source_id, message, Outcome.READ)
+        elapsed = time.perf_counter() - start
+    return {"items": len(messages), "seconds": elapsed}
+
+
+def _child(target: Any, args: tuple[Any, ...], queue: Any) -> None:
+    result = target(*args)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(result)
+
+
+def _in_child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, args, queue))
+    proc.start()
+    result: dict[str, Any] = queue.get()
+    proc.join()
+    return result
+
+
+def _readpst(files: list[Path], passes: int) -> float | None:
+    if shutil.which("readpst") is None:
+        print("readpst not found (apt-get install pst-utils): peer rate not measured", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        for _ in range(passes):
+            for path in files:
+                subprocess.run(
+                    ["readpst", "-q", "-r", "-o", out, str(path)],
+                    check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    parser.add_argument("--min-items", type=int, default=10_000)
+    parser.add_argument("--mbox-messages", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    files = _pst_files(args.corpus)
+    one_pass = _in_child(_read_psts, [str(f) for f in files], 1)["items"]
+    passes = max(1, -(-args.min_items // max(one_pass, 1)))
+    pst = _in_child(_read_psts, [str(f) for f in files], passes)
+    pst_rate = pst["items"] / pst["seconds"]
+    print(f"PST     {pst['items']:>8} items ({len(files)} files x {passes}) "
+          f"in {pst['seconds']:.2f} s = {pst_rate:,.0f}/s, peak RSS {pst['peak_rss_mb']:.0f} MB")
+
+    readpst_s = _readpst(files, passes)
+    readpst_rate = pst["items"] / readpst_s if readpst_s else None
+    if readpst_s:
+        print(f"readpst {pst['items']:>8} items in {readpst_s:.2f} s = {readpst_rate:,.0f}/s")
+
+    from pstlib.synth import synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # about 250 messages per contact-year at the generator's defaults
+        contacts = max(10, round(args.mbox_messages / 250 / 3))
+        made = synthesize(Path(tmp) / "mail", seed=args.seed, contacts=contacts, years=3.0,
+                          formats=("mbox",))
+        mbox = _in_child(_read_mbox, str(made.mbox_path))
+        mbox_rate = mbox["items"] / mbox["seconds"]
+        print(f"mbox    {mbox['items']:>8} items in {mbox['seconds']:.2f} s = {mbox_rate:,.0f}/s, "
+              f"peak RSS {mbox['peak_rss_mb']:.0f} MB")
+        store = _in_child(_write_store, str(made.mbox_path), str(Path(tmp) / "bench.sqlite"))
+        store_rate = store["items"] / store["seconds"]
+        print(f"store   {store['items']:>8} rows  in {store['seconds']:.2f} s = {store_rate:,.0f}/s")
+
+    peak = max(pst["peak_rss_mb"], mbox["peak_rss_mb"])
+    print(json.dumps({
+        "pst_messages_per_s": round(pst_rate, 1),
+        "readpst_messages_per_s": round(readpst_rate, 1) if readpst_rate else None,
+        "mbox_messages_per_s": round(mbox_rate, 1),
+        "peak_rss_mb": round(peak, 1),
+        "store_rows_per_s": round(store_rate, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
