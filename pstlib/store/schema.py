@@ -4,8 +4,9 @@ Written with SQLAlchemy Core so that one definition serves SQLite (the default: 
 foreign keys on) and PostgreSQL (many workers). Changes go through Alembic migrations in
 ``store/migrations``; a store opened by a newer pstlib is upgraded automatically.
 
-Column names carry units and roles (``sent_at_utc``, ``size_bytes``, ``duration_s``). Every timestamp
-is UTC. A message's fate is one ``outcome`` per row (see :class:`Outcome`), never a log line.
+Column names carry units and roles (``sent_at_utc``, ``size_bytes``, ``duration_s``). Every
+timestamp is UTC. A message's fate is one ``outcome`` per row (see :class:`Outcome`), never a log
+line.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Outcome(StrEnum):
 
     READ = "read"  # read and recorded (an assess session stops here)
     IMPORTED = "imported"  # created in the target and acknowledged
-    DUPLICATE = "duplicate"  # not sent: the same message is already imported (duplicate_of says where)
+    DUPLICATE = "duplicate"  # not sent: the same message is imported already (see duplicate_of)
     SKIPPED = "skipped"  # not sent on purpose (outcome_detail says why: not mail, too large, ...)
     FAILED = "failed"  # could not be read or sent (outcome_detail holds the error)
     PENDING = "pending"  # read, queued for the target, not yet acknowledged

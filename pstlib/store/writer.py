@@ -1,0 +1,508 @@
+"""The batched writer: message rows (with their recipients), errors, contacts, batches and metrics.
+
+Rows are turned into tuples as they are added and inserted with ``executemany`` on the raw DBAPI
+cursor, one transaction per :meth:`MessageWriter.flush` (never one commit per message). A flush
+commits or raises :class:`~pstlib.errors.StoreError` (the driver's error as its cause); the rows of
+a failed flush are dropped, not retried.
+
+Recipients point at their message's ``message_row_id``, which the writer allocates inside the flush
+transaction: on SQLite from ``max(message_row_id)`` under the write lock (``BEGIN IMMEDIATE``), on
+PostgreSQL from the column's sequence (``nextval``), so concurrent writers never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy import Table
+
+from pstlib.errors import SourceError, StoreError
+from pstlib.models import Message
+from pstlib.store import schema
+from pstlib.store.schema import Outcome
+
+if TYPE_CHECKING:
+    from pstlib.store.db import Store
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("outgoing", "incoming")
+CONTACT_ACTIONS = ("matched", "created", "failed", "skipped")
+UPDATABLE = ("outcome", "outcome_detail", "duplicate_of", "activity_id", "dataverse_id", "verified")
+_LIST_HEADERS = ("list-id", "list-unsubscribe", "auto-submitted", "precedence")
+_OUTCOMES = {o.value: o.value for o in Outcome}
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """UTC as SQLAlchemy's SQLite DATETIME stores it: ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value is None:
+        return None
+    tz = value.tzinfo
+    if tz is UTC:  # the usual case: "2025-06-11 18:06:43.000000+00:00" less its offset
+        return value.isoformat(" ", "microseconds")[:-6]
+    if tz is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _aware_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _insert_sql(store: Store, table: Table, suffix: str = "", *, with_key: bool = True) -> str:
+    """``INSERT`` of every column in table order (without a generated key unless ``with_key``)."""
+    dialect = store.engine.dialect
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = [c for c in table.columns if with_key or not c.primary_key]
+    names = ", ".join(quote(c.name) for c in columns)
+    marks = ", ".join(mark for _ in columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({marks}){suffix}"
+
+
+class MessageWriter:
+    """Buffers rows for one session and writes them in batches. Use as a context manager.
+
+    Leaving the ``with`` block flushes what is buffered, also when the block raised (what was read
+    before a stop is recorded); a failing flush then raises with the block's error as context.
+    """
+
+    def __init__(self, store: Store, session_id: str, *, batch_rows: int = 5000) -> None:
+        if batch_rows < 1:
+            raise StoreError(f"batch_rows must be at least 1, not {batch_rows}")
+        self.store = store
+        self.session_id = session_id
+        self.batch_rows = batch_rows
+        self.rows_written = 0  # message rows committed by this writer
+        sqlite = store.is_sqlite
+        self._time: Callable[[datetime | None], Any] = _sqlite_time if sqlite else _aware_time
+        # Rows are lists whose first cell (the message_row_id) is filled in at flush.
+        self._messages: list[list[Any]] = []
+        self._recipients: list[list[Any]] = []  # [index in _messages, kind, address, name]
+        self._kinds: dict[str, str] = {}  # message_class -> item_kind
+        self._errors: list[tuple[Any, ...]] = []
+        self._contacts: dict[str, tuple[Any, ...]] = {}
+        self._batches: list[tuple[Any, ...]] = []
+        self._metrics: list[tuple[Any, ...]] = []
+        self._pending = 0
+        mark = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+        self._sql_messages = _insert_sql(store, schema.messages)
+        self._sql_recipients = _insert_sql(store, schema.recipients)
+        self._sql_errors = _insert_sql(store, schema.errors, with_key=False)
+        self._sql_batches = _insert_sql(store, schema.batches, with_key=False)
+        self._sql_metrics = _insert_sql(store, schema.metrics)
+        self._sql_contacts = _insert_sql(
+            store,
+            schema.contacts,
+            with_key=False,
+            suffix=" ON CONFLICT (session_id, address) DO UPDATE SET name = excluded.name, "
+            "action = excluded.action, detail = excluded.detail, "
+            "dataverse_id = excluded.dataverse_id, at_utc = excluded.at_utc",
+        )
+        self._sql_max_row_id = "SELECT COALESCE(MAX(message_row_id), 0) FROM messages"
+        self._sql_next_ids = (
+            "SELECT nextval(pg_get_serial_sequence('messages', 'message_row_id')) "
+            f"FROM generate_series(1, {mark})"
+        )
+
+    # -- context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.flush()
+        except Exception as err:
+            if exc is not None:
+                err.__context__ = exc
+            raise
+
+    def close(self) -> None:
+        """Flush what is buffered."""
+        self.flush()
+
+    # -- adding rows ----------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        source_id: int,
+        msg: Message,
+        outcome: Outcome | str,
+        detail: str | None = None,
+        *,
+        direction: str | None = None,
+        duplicate_of: str | None = None,
+        activity_id: str | None = None,
+        dataverse_id: str | None = None,
+    ) -> None:
+        """Buffer one message's row (and its recipients' rows)."""
+        try:
+            outcome_value = _OUTCOMES[outcome]
+        except KeyError:
+            raise StoreError(
+                f"unknown outcome {outcome!r} (valid: {', '.join(_OUTCOMES)})"
+            ) from None
+        if direction is not None and direction not in DIRECTIONS:
+            raise StoreError(f"unknown direction {direction!r} (valid: {', '.join(DIRECTIONS)})")
+        found: dict[str, str] = {}
+        if msg.headers:
+            for key, value in msg.headers:
+                if key in _LIST_HEADERS and key not in found:
+                    found[key] = value
+        sender = msg.sender
+        attachments = msg.attachments
+        to_time = self._time
+        message_class = msg.message_class
+        kind = self._kinds.get(message_class)
+        if kind is None:
+            kind = self._kinds[message_class] = msg.kind.value
+        dedupe_key = msg.dedupe_key
+        # dedupe_key is "sha:<content_sha256>" for an item without a Message-ID: hash once only
+        content_sha256 = dedupe_key[4:] if dedupe_key[:4] == "sha:" else msg.content_sha256
+        index = len(self._messages)
+        self._messages.append(
+            [
+                None,  # message_row_id: allocated at flush
+                self.session_id,
+                source_id,
+                msg.item_id,
+                dedupe_key,
+                msg.internet_message_id,
+                msg.in_reply_to,
+                " ".join(msg.references) if msg.references else None,
+                msg.conversation_topic,
+                msg.conversation_index,
+                msg.subject,
+                sender.address if sender else None,
+                (sender.name or None) if sender else None,
+                to_time(msg.sent_at_utc),
+                to_time(msg.received_at_utc),
+                msg.size_bytes,
+                len(attachments),
+                sum(a.size_bytes for a in attachments) if attachments else 0,
+                msg.body_sha256,
+                content_sha256,
+                message_class,
+                kind,
+                msg.importance,
+                msg.folder_path,
+                msg.folder_role.value,
+                direction,
+                found.get("list-id"),
+                found.get("list-unsubscribe"),
+                found.get("auto-submitted"),
+                found.get("precedence"),
+                outcome_value,
+                detail,
+                duplicate_of,
+                activity_id,
+                dataverse_id,
+                None,  # verified
+                to_time(datetime.now(UTC)),
+            ]
+        )
+        if msg.recipients:
+            append = self._recipients.append
+            for r in msg.recipients:
+                address = r.address
+                append([index, r.kind.value, address.address, address.name or None])
+        self._added()
+
+    def add_error(
+        self,
+        stage: str,
+        err: SourceError | BaseException,
+        *,
+        source_id: int | None = None,
+        item: str | None = None,
+    ) -> None:
+        """Buffer one error: a :class:`SourceError`'s fields, or any exception's type and text."""
+        if isinstance(err, SourceError):
+            code, file, folder, cause = err.code, err.file, err.folder, err.cause
+            item = item if item is not None else err.item
+        else:
+            code, file, folder = type(err).__name__, None, None
+            cause = str(err) or repr(err)
+        self._errors.append(
+            (
+                self.session_id,
+                source_id,
+                None,  # message_row_id
+                stage,
+                code,
+                file,
+                folder,
+                item,
+                cause,
+                self._time(datetime.now(UTC)),
+            )
+        )
+        self._added()
+
+    def add_metric(self, name: str, value: float, labels: Mapping[str, Any] | None = None) -> None:
+        """Buffer one sample of a live metric (``messages_read``, ``rss_bytes``...)."""
+        labels_json = json.dumps(dict(labels), sort_keys=True) if labels else None
+        self._metrics.append(
+            (self.session_id, self._time(datetime.now(UTC)), name, float(value), labels_json)
+        )
+        self._added()
+
+    def add_contact(
+        self,
+        address: str,
+        action: str,
+        *,
+        name: str | None = None,
+        detail: str | None = None,
+        dataverse_id: str | None = None,
+    ) -> None:
+        """Buffer what happened to one contact; the latest word on an address in a session wins."""
+        if action not in CONTACT_ACTIONS:
+            raise StoreError(
+                f"unknown contact action {action!r} (valid: {', '.join(CONTACT_ACTIONS)})"
+            )
+        self._contacts[address] = (
+            self.session_id,
+            address,
+            name,
+            action,
+            detail,
+            dataverse_id,
+            self._time(datetime.now(UTC)),
+        )
+        self._added()
+
+    def add_batch(
+        self,
+        started_at_utc: datetime,
+        duration_s: float,
+        operations: int,
+        succeeded: int,
+        failed: int,
+        *,
+        attempt: int = 1,
+        http_status: int | None = None,
+        limit_code: str | None = None,
+        retry_after_s: float | None = None,
+        request_bytes: int | None = None,
+    ) -> None:
+        """Buffer one request to the target ($batch or single), with its throttling answer."""
+        self._batches.append(
+            (
+                self.session_id,
+                self._time(started_at_utc),
+                float(duration_s),
+                operations,
+                succeeded,
+                failed,
+                attempt,
+                http_status,
+                limit_code,
+                retry_after_s,
+                request_bytes,
+            )
+        )
+        self._added()
+
+    def _added(self) -> None:
+        self._pending += 1
+        if self._pending >= self.batch_rows:
+            self.flush()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    def flush(self) -> None:
+        """Write everything buffered in one transaction: it commits, or raises StoreError."""
+        if not self._pending:
+            return
+        messages, recipients = self._messages, self._recipients
+        errors, contacts = self._errors, list(self._contacts.values())
+        batches, metrics = self._batches, self._metrics
+        # The rows of a failed flush are not retried: a bad row would fail every later flush.
+        self._messages, self._recipients, self._errors = [], [], []
+        self._contacts, self._batches, self._metrics = {}, [], []
+        self._pending = 0
+        started = time.perf_counter()
+
+        def write(cursor: Any) -> None:
+            if messages:
+                ids = self._allocate_ids(cursor, len(messages))
+                for row, row_id in zip(messages, ids, strict=True):
+                    row[0] = row_id
+                cursor.executemany(self._sql_messages, messages)
+                if recipients:
+                    for rcpt in recipients:
+                        rcpt[0] = ids[rcpt[0]]
+                    cursor.executemany(self._sql_recipients, recipients)
+            for sql, rows in (
+                (self._sql_errors, errors),
+                (self._sql_contacts, contacts),
+                (self._sql_batches, batches),
+                (self._sql_metrics, metrics),
+            ):
+                if rows:
+                    cursor.executemany(sql, rows)
+
+        self._run(write, f"{len(messages)} message row(s)")
+        self.rows_written += len(messages)
+        log.debug(
+            "flushed %d messages, %d recipients in %.3fs",
+            len(messages),
+            len(recipients),
+            time.perf_counter() - started,
+        )
+
+    def _allocate_ids(self, cursor: Any, count: int) -> list[int]:
+        if self.store.is_sqlite:
+            cursor.execute(self._sql_max_row_id)
+            first = int(cursor.fetchone()[0]) + 1
+            return list(range(first, first + count))
+        cursor.execute(self._sql_next_ids, (count,))
+        return [int(r[0]) for r in cursor.fetchall()]
+
+    def _run(self, work: Callable[[Any], None], what: str) -> None:
+        """Run ``work(cursor)`` in one transaction on a raw DBAPI connection: commit or raise."""
+        raw = self.store.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                if self.store.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                work(cursor)
+                raw.commit()
+            except BaseException as err:
+                raw.rollback()
+                if isinstance(err, Exception) and not isinstance(err, StoreError):
+                    raise StoreError(
+                        f"writing {what} of session {self.session_id} to {self.store.url} "
+                        f"failed: {err}"
+                    ) from err
+                raise
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+
+    def update_outcomes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Set outcome, dataverse_id, activity_id, verified... of recorded messages, in bulk.
+
+        Each row names its message by ``message_row_id``, or by ``source_id`` and ``item_id`` in
+        this writer's session, and carries any of ``outcome``, ``outcome_detail``,
+        ``duplicate_of``, ``activity_id``, ``dataverse_id``, ``verified``. Buffered rows are
+        flushed first. Every row must match a message, else nothing is changed and StoreError is
+        raised. Returns the number of messages updated.
+        """
+        self.flush()
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            keys: tuple[str, ...]
+            if "message_row_id" in row:
+                keys = ("message_row_id",)
+            elif "source_id" in row and "item_id" in row:
+                keys = ("session_id", "source_id", "item_id")
+            else:
+                raise StoreError(
+                    f"update names no message (message_row_id, or source_id+item_id): {row}"
+                )
+            values = tuple(c for c in UPDATABLE if c in row)
+            unknown = set(row) - set(UPDATABLE) - {"message_row_id", "source_id", "item_id"}
+            if unknown or not values:
+                raise StoreError(
+                    f"cannot update {sorted(unknown) or 'nothing'} "
+                    f"(updatable: {', '.join(UPDATABLE)})"
+                )
+            if "outcome" in row and row["outcome"] not in _OUTCOMES:
+                raise StoreError(f"unknown outcome {row['outcome']!r}")
+            params = [row[c] for c in values]
+            params += [self.session_id if k == "session_id" else row[k] for k in keys]
+            groups.setdefault((values, keys), []).append(tuple(params))
+        if not groups:
+            return 0
+        dialect = self.store.engine.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        expected = len(rows)
+        updated = 0
+
+        def write(cursor: Any) -> None:
+            nonlocal updated
+            for (values, keys), params in groups.items():
+                sets = ", ".join(f"{c} = {mark}" for c in values)
+                where = " AND ".join(f"{k} = {mark}" for k in keys)
+                cursor.executemany(f"UPDATE messages SET {sets} WHERE {where}", params)
+                updated += max(cursor.rowcount, 0)
+            if updated != expected:
+                raise StoreError(
+                    f"{expected - updated} of {expected} outcome update(s) matched no message "
+                    f"in session {self.session_id}"
+                )
+
+        self._run(write, f"{expected} outcome update(s)")
+        return updated
+
+
+def measure_write_rate(
+    n: int = 100_000, path: str | Path | None = None, *, batch_rows: int = 5000
+) -> float:
+    """Message rows per second that :class:`MessageWriter` writes to a fresh SQLite store.
+
+    Builds ``n`` varied messages first (two recipients each, half with a Message-ID), then times
+    ``add_message`` for all of them and the final flush: the cost the importer pays per message.
+    """
+    from pstlib.models import Address, FolderRole, Recipient, RecipientKind
+    from pstlib.store.db import Store
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    messages = [
+        Message(
+            source_path="bench.pst",
+            item_id=str(i),
+            folder_path="Top/Inbox",
+            folder_role=FolderRole.INBOX,
+            internet_message_id=f"<{i}@bench.example>" if i % 2 else None,
+            subject=f"Quarterly numbers {i % 97}",
+            sender=Address(f"sender{i % 300}@example.com", f"Sender {i % 300}"),
+            recipients=(
+                Recipient(RecipientKind.TO, Address(f"to{i % 50}@example.com", "To")),
+                Recipient(RecipientKind.CC, Address(f"cc{i % 70}@example.com")),
+            ),
+            sent_at_utc=start + timedelta(minutes=i),
+            received_at_utc=start + timedelta(minutes=i, seconds=3),
+            size_bytes=2048 + i % 4096,
+            body="Hello,\n\nplease find the numbers attached.\n" * 4,
+            headers=(("precedence", "bulk"),) if i % 10 == 0 else (),
+        )
+        for i in range(n)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(path if path is not None else Path(tmp) / "bench.sqlite")
+        try:
+            session_id = store.begin_session("assess", {})
+            source_id = store.add_source(session_id, "bench.pst", "pst", 0, None)
+            began = time.perf_counter()
+            with store.writer(session_id, batch_rows=batch_rows) as writer:
+                for msg in messages:
+                    writer.add_message(source_id, msg, Outcome.READ, direction="incoming")
+            elapsed = time.perf_counter() - began
+        finally:
+            store.close()
+    return n / elapsed
