@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 
 class RecipientKind(StrEnum):
@@ -99,7 +100,7 @@ class Attachment:
     data: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One item read from a mail source.
 
@@ -107,7 +108,8 @@ class Message:
     path relative to the scanned folder). ``body`` is plain text where the item has it, else HTML
     (``body_is_html``). ``headers`` keeps the few list/automation headers the analytics use
     (lower-case names: ``list-id``, ``list-unsubscribe``, ``auto-submitted``, ``precedence``,
-    ``x-auto-response-suppress``...).
+    ``x-auto-response-suppress``...). The hashes and the dedupe key are computed once, on first use
+    (the record has no ``__slots__`` so that they can be cached).
     """
 
     source_path: str
@@ -144,11 +146,11 @@ class Message:
     def attachment_bytes(self) -> int:
         return sum(a.size_bytes for a in self.attachments)
 
-    @property
+    @cached_property
     def body_sha256(self) -> str:
         return hashlib.sha256(self.body.encode("utf-8", "surrogatepass")).hexdigest()
 
-    @property
+    @cached_property
     def content_sha256(self) -> str:
         """A hash of what makes two copies of a message the same, for items with no Message-ID."""
         sender = self.sender.address if self.sender else ""
@@ -157,7 +159,7 @@ class Message:
         key = "\x1f".join((sender, sent, rcpts, self.subject, self.body_sha256))
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
-    @property
+    @cached_property
     def dedupe_key(self) -> str:
         """``mid:<message-id>`` where the item has one, else ``sha:<content hash>``."""
         if self.internet_message_id:

@@ -137,10 +137,9 @@ messages = Table(
     Column("processed_at_utc", UTC, nullable=False),
     UniqueConstraint("session_id", "source_id", "item_id"),
     Index(None, "session_id", "outcome"),
+    # analytics read whole sessions: only the session/outcome and dedupe look-ups need an index,
+    # and every further index costs the writer (a scan must record 50k+ rows/s)
     Index(None, "dedupe_key"),
-    Index(None, "sender_address"),
-    Index(None, "sent_at_utc"),
-    Index(None, "internet_message_id"),
 )
 
 recipients = Table(
@@ -151,7 +150,6 @@ recipients = Table(
     Column("address", String(320), nullable=False),
     Column("name", Text),
     Index(None, "message_row_id"),
-    Index(None, "address"),
 )
 
 contacts = Table(

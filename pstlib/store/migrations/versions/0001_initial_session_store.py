@@ -113,9 +113,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_messages_session_id_outcome", "messages", ["session_id", "outcome"])
     op.create_index("ix_messages_dedupe_key", "messages", ["dedupe_key"])
-    op.create_index("ix_messages_sender_address", "messages", ["sender_address"])
-    op.create_index("ix_messages_sent_at_utc", "messages", ["sent_at_utc"])
-    op.create_index("ix_messages_internet_message_id", "messages", ["internet_message_id"])
     op.create_table(
         "recipients",
         sa.Column("message_row_id", _row_id(), nullable=False),
@@ -129,7 +126,6 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_recipients_message_row_id", "recipients", ["message_row_id"])
-    op.create_index("ix_recipients_address", "recipients", ["address"])
     op.create_table(
         "contacts",
         sa.Column("contact_row_id", _row_id(), autoincrement=True, nullable=False),

@@ -1,0 +1,289 @@
+"""Gap detection against the synthetic mailboxes' planted truth, beside two simple baselines.
+
+    .venv/bin/python benchmarks/gaps.py [--seeds 1,2,3] [--contacts 200] [--years 2] [--alpha 0.01]
+
+For each seed, :func:`pstlib.synth.generate_mailbox` gives a mailbox with planted gaps (per contact:
+full, partial, sent_only, received_only; archive-wide) and owner vacations; the messages'
+``contact_address`` (the counterpart each message was generated for) is the contact. A planted gap
+counts as found when a detection of the same contact (``"*"`` for archive-wide gaps) overlaps it
+with an intersection-over-union of days >= 0.5. The contacts' shares of an archive-wide gap (kind
+``archive_wide`` on a contact row) are attributions, not detections, and are not matched.
+
+Baselines: ``14d`` reports every run of 14+ calendar days without mail between two messages;
+``median`` flags business days with fewer than half the median of the same weekday over the 8 weeks
+before (when that median is >= 1) and reports runs of 5+ flagged business days.
+
+False alarms per contact-year are counted on three extra series per seed without planted gaps:
+``gap_free`` (no vacations, holidays like any day), ``vacation_only`` and ``holiday_only``. The last
+line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from pstlib.analytics import timeline
+from pstlib.synth import SynthConfig, generate_mailbox
+
+BUCKETS = [(0, 3, "<3"), (3, 10, "3-10"), (10, 50, "10-50"), (50, np.inf, ">50")]
+
+
+def events_of(messages: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "message_row_id": messages["generation_index"],
+            "contact_address": messages["contact_address"],
+            "sent_at_utc": messages["sent_at_utc"],
+            "direction": messages["direction"],
+            "folder_path": messages["folder"],
+            "auto_submitted": messages["auto_submitted"],
+        }
+    )
+
+
+def truth_gaps(truth: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "contact_address": truth["contact_address"].fillna(timeline.MAILBOX),
+            "start": pd.to_datetime(truth["start_date"]),
+            "end": pd.to_datetime(truth["end_date"]),
+            "expected_missed": truth["expected_messages_missed"].astype(float),
+            "business_days": truth["business_days"],
+            "kind": truth["kind"],
+        }
+    )
+
+
+def match(detected: pd.DataFrame, planted: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(detection matched?, planted gap found?) by same contact and IoU >= 0.5."""
+    det = detected[["contact_address", "start", "end"]].reset_index(drop=True)
+    pla = planted[["contact_address", "start", "end"]].reset_index(drop=True)
+    pairs = det.reset_index().merge(pla.reset_index(), on="contact_address",
+                                    suffixes=("_d", "_p"))
+    inter = (pairs[["end_d", "end_p"]].min(axis=1) - pairs[["start_d", "start_p"]].max(axis=1))
+    inter_days = inter.dt.days + 1
+    union_days = (pairs[["end_d", "end_p"]].max(axis=1)
+                  - pairs[["start_d", "start_p"]].min(axis=1)).dt.days + 1
+    iou = inter_days.clip(lower=0) / union_days
+    good = pairs[iou >= 0.5]
+    det_ok = np.zeros(len(det), bool)
+    pla_ok = np.zeros(len(pla), bool)
+    det_ok[good["index_d"].to_numpy()] = True
+    pla_ok[good["index_p"].to_numpy()] = True
+    return det_ok, pla_ok
+
+
+def daily_counts(events: pd.DataFrame) -> pd.DataFrame:
+    """contact × day counts, the mailbox as ``"*"``."""
+    day = events["sent_at_utc"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+    frame = pd.DataFrame({"contact_address": events["contact_address"], "day": day})
+    mailbox = frame.assign(contact_address=timeline.MAILBOX)
+    both = pd.concat([frame, mailbox])
+    table = both.groupby(["contact_address", "day"]).size().unstack(fill_value=0)
+    full = pd.date_range(table.columns.min(), table.columns.max(), freq="D")
+    return table.reindex(columns=full, fill_value=0)
+
+
+def baseline_14d(events: pd.DataFrame) -> pd.DataFrame:
+    counts = daily_counts(events)
+    days = counts.columns
+    active = counts.to_numpy() > 0
+    rows, cols = np.nonzero(active)  # row-major: per contact, active days in order
+    same = rows[1:] == rows[:-1]
+    silent = cols[1:] - cols[:-1] - 1
+    keep = same & (silent >= 14)
+    return pd.DataFrame(
+        {
+            "contact_address": counts.index.to_numpy()[rows[1:][keep]],
+            "start": days[cols[:-1][keep] + 1],
+            "end": days[cols[1:][keep] - 1],
+        }
+    )
+
+
+def baseline_median(events: pd.DataFrame, weeks: int = 8, min_run: int = 5) -> pd.DataFrame:
+    counts = daily_counts(events)
+    days = counts.columns
+    y = counts.to_numpy().astype(float)
+    lagged = np.stack(
+        [np.concatenate([np.full((len(y), 7 * k), np.nan), y[:, : -7 * k]], axis=1)
+         for k in range(1, weeks + 1)]
+    )
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN before the 8th week
+        median = np.nanmedian(lagged, axis=0)
+    business = np.asarray(days.day_of_week < 5)
+    # spans: only between a contact's first and last message
+    active = y > 0
+    first = active.argmax(axis=1)
+    last = y.shape[1] - 1 - active[:, ::-1].argmax(axis=1)
+    idx = np.arange(y.shape[1])
+    inside = (idx >= first[:, None]) & (idx <= last[:, None])
+    flagged = inside & business & (median >= 1) & (y < 0.5 * median)
+    # runs of flagged business days, weekends in between allowed: compress to business days
+    fb = flagged[:, business]
+    padded = np.concatenate([np.zeros((len(fb), 1), bool), fb, np.zeros((len(fb), 1), bool)], 1)
+    step = np.diff(padded.astype(np.int8), axis=1)
+    r, a = np.nonzero(step == 1)
+    _, b = np.nonzero(step == -1)
+    keep = (b - a) >= min_run
+    bdays = days[business]
+    return pd.DataFrame(
+        {
+            "contact_address": counts.index.to_numpy()[r[keep]],
+            "start": bdays[a[keep]],
+            "end": bdays[b[keep] - 1],
+        }
+    )
+
+
+def scored(detected: pd.DataFrame, planted: pd.DataFrame) -> dict[str, float]:
+    det_ok, pla_ok = match(detected, planted)
+    precision = float(det_ok.mean()) if len(det_ok) else 1.0
+    recall = float(pla_ok.mean()) if len(pla_ok) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "detections": len(det_ok),
+            "found": int(pla_ok.sum()), "planted": len(pla_ok)}
+
+
+def reported(gaps: pd.DataFrame) -> pd.DataFrame:
+    """Detections to match: everything but the contacts' shares of archive-wide gaps."""
+    share = gaps["kind"].eq("archive_wide") & gaps["contact_address"].ne(timeline.MAILBOX)
+    return gaps[~share]
+
+
+def run_seed(seed: int, contacts: int, years: float, alpha: float) -> dict[str, object]:
+    config = SynthConfig(seed=seed, contacts=contacts, years=years)
+    mailbox = generate_mailbox(config)
+    events = events_of(mailbox.messages)
+    t0 = time.perf_counter()
+    gaps = timeline.detect_gaps(events, alpha=alpha, country=config.holiday_country)
+    elapsed = time.perf_counter() - t0
+    floors = timeline.detection_floors(events, alpha=alpha, country=config.holiday_country)
+    planted = truth_gaps(mailbox.truth.gaps)
+    planted = planted.merge(floors[["contact_address", "floor_business_days"]],
+                            on="contact_address", how="left")
+    ours = reported(gaps)
+    det_ok, pla_ok = match(ours, planted)
+    detectable = (planted["expected_missed"] >= 10) & (
+        planted["business_days"] >= planted["floor_business_days"].fillna(np.inf)
+    )
+    scores = timeline.score_completeness(events, gaps)
+    truth_contacts = mailbox.truth.contacts[["address", "retained_fraction"]].dropna()
+    joined = truth_contacts.merge(scores, left_on="address", right_on="contact_address",
+                                  how="left")
+    joined["completeness_score"] = joined["completeness_score"].fillna(0.0)
+    errors = (joined["completeness_score"] - 100 * joined["retained_fraction"]).abs()
+    contact_years = len(truth_contacts) * years
+
+    false_alarms = {}
+    no_gaps = replace(config.gaps, contact_share=0.0, archive_gaps=0)
+    series = {
+        "gap_free": {"vacations_per_year": 0.0, "holiday_factor": 1.0},
+        "vacation_only": {"holiday_factor": 1.0},
+        "holiday_only": {"vacations_per_year": 0.0},
+    }
+    for name, overrides in series.items():  # three fixed series per seed
+        clean = generate_mailbox(replace(config, gaps=no_gaps, **overrides))  # type: ignore[arg-type]
+        clean_events = events_of(clean.messages)
+        found = reported(timeline.detect_gaps(clean_events, alpha=alpha,
+                                              country=config.holiday_country))
+        false_alarms[name] = (len(found), len(clean.truth.contacts) * years)
+    return {
+        "seed": seed,
+        "ours": (det_ok, pla_ok),
+        "planted": planted.assign(found=pla_ok, detectable=detectable),
+        "baseline_14d": scored(baseline_14d(events), planted),
+        "baseline_median": scored(baseline_median(events), planted),
+        "baseline_14d_match": match(baseline_14d(events), planted),
+        "baseline_median_match": match(baseline_median(events), planted),
+        "abs_errors": errors.to_numpy(),
+        "contact_years": contact_years,
+        "false_alarms": false_alarms,
+        "seconds": elapsed,
+    }
+
+
+def prf(det_ok: np.ndarray, pla_ok: np.ndarray) -> tuple[float, float, float]:
+    precision = float(det_ok.mean()) if len(det_ok) else 1.0
+    recall = float(pla_ok.mean()) if len(pla_ok) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10")
+    parser.add_argument("--contacts", type=int, default=200)
+    parser.add_argument("--years", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=timeline.DEFAULT_ALPHA)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    results = [run_seed(s, args.contacts, args.years, args.alpha) for s in seeds]
+
+    def pooled(key: str) -> tuple[float, float, float]:
+        det = np.concatenate([r[key][0] for r in results])  # type: ignore[index]
+        pla = np.concatenate([r[key][1] for r in results])  # type: ignore[index]
+        return prf(det, pla)
+
+    planted = pd.concat([r["planted"] for r in results], ignore_index=True)  # type: ignore[misc]
+    ours = pooled("ours")
+    b14 = pooled("baseline_14d_match")
+    bmed = pooled("baseline_median_match")
+    for r in results:
+        planted_r = r["planted"]
+        assert isinstance(planted_r, pd.DataFrame)
+    found_b14 = np.concatenate([r["baseline_14d_match"][1] for r in results])  # type: ignore[index]
+    found_med = np.concatenate([r["baseline_median_match"][1] for r in results])  # type: ignore[index]
+    planted = planted.assign(found_14d=found_b14, found_median=found_med)
+
+    print(f"seeds {seeds}, {args.contacts} contacts, {args.years} years, alpha {args.alpha}")
+    print(f"planted gaps {len(planted)}, detectable (10+ expected missing, above floor) "
+          f"{int(planted['detectable'].sum())}")
+    print(f"{'':34}{'pstlib':>10}{'14 days':>10}{'median':>10}")
+    for label, idx in (("interval precision", 0), ("interval recall", 1), ("interval F1", 2)):
+        print(f"{label:34}{ours[idx]:>10.3f}{b14[idx]:>10.3f}{bmed[idx]:>10.3f}")
+    for lo, hi, name in BUCKETS:
+        part = planted[(planted["expected_missed"] >= lo) & (planted["expected_missed"] < hi)]
+        cells = [part[c].mean() if len(part) else float("nan")
+                 for c in ("found", "found_14d", "found_median")]
+        label = f"recall, expected missing {name} (n={len(part)})"
+        print(f"{label:34}" + "".join(f"{v:>10.3f}" for v in cells))
+    det = planted[planted["detectable"]]
+    cells = [det[c].mean() if len(det) else float("nan")
+             for c in ("found", "found_14d", "found_median")]
+    print(f"{'recall, detectable gaps':34}" + "".join(f"{v:>10.3f}" for v in cells))
+    rates = {}
+    for name in ("gap_free", "vacation_only", "holiday_only"):
+        count = sum(r["false_alarms"][name][0] for r in results)  # type: ignore[index]
+        years = sum(r["false_alarms"][name][1] for r in results)  # type: ignore[index]
+        rates[name] = count / years
+        print(f"{'false alarms / contact-year ' + name:34}{rates[name]:>10.4f}   ({count} in "
+              f"{years:.0f} contact-years)")
+    errors = np.concatenate([r["abs_errors"] for r in results])  # type: ignore[misc]
+    mae = float(errors.mean())
+    print(f"{'completeness MAE (points)':34}{mae:>10.3f}")
+    seconds = sum(r["seconds"] for r in results)  # type: ignore[misc]
+    print(f"{'detect_gaps seconds per mailbox':34}{seconds / len(results):>10.2f}")
+    print(json.dumps({
+        "precision": round(ours[0], 4),
+        "recall": round(ours[1], 4),
+        "recall_detectable": round(float(det["found"].mean()) if len(det) else float("nan"), 4),
+        "f1": round(ours[2], 4), "baseline_14d_f1": round(b14[2], 4),
+        "baseline_median_f1": round(bmed[2], 4),
+        "false_alarms_per_contact_year_gap_free": round(rates["gap_free"], 5),
+        "false_alarms_per_contact_year_vacation": round(rates["vacation_only"], 5),
+        "false_alarms_per_contact_year_holiday": round(rates["holiday_only"], 5),
+        "completeness_mae": round(mae, 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()

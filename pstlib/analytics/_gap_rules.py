@@ -1,0 +1,248 @@
+"""From significant runs to reported gaps and vacations: clustering, kinds, attribution.
+
+The helpers here take the fitted :class:`~pstlib.analytics._timeline_model.StreamGrid` and
+:class:`~pstlib.analytics._timeline_model.StreamFit` and whole tables of runs; none loops over runs,
+streams or contacts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pstlib.analytics._timeline_model import (
+    MAILBOX,
+    StreamFit,
+    StreamGrid,
+    evaluate_runs,
+)
+
+# stream family → the kind of gap a run in it suggests, before the window's directions are compared
+KIND_OF_STREAM = {"all": "full", "outgoing": "sent_only", "incoming": "received_only",
+                  "folder": "folder"}
+KIND_PRIORITY = {"archive_wide": 0, "full": 1, "sent_only": 2, "received_only": 2, "folder": 3,
+                 "partial": 4}
+
+
+def stream_row(grid: StreamGrid, contact: pd.Series, stream: str, part: str = "") -> np.ndarray:
+    """Row of ``grid`` of each contact's ``stream`` (-1 where the stream is not modelled)."""
+    index = pd.MultiIndex.from_frame(grid.keys[["contact_address", "stream", "part"]])
+    wanted = pd.MultiIndex.from_arrays(
+        [contact.astype("string").to_numpy(), np.full(len(contact), stream),
+         np.full(len(contact), part)]
+    )
+    rows: np.ndarray = index.get_indexer(wanted)
+    return rows
+
+
+def window_counts(
+    grid: StreamGrid, fit: StreamFit, rows: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(observed, expected) of stream ``rows`` over ``first..last``; NaN where ``rows`` is -1."""
+    cum_y = np.concatenate([np.zeros((len(grid.keys), 1)), np.cumsum(grid.counts, axis=1)], axis=1)
+    cum_mu = np.concatenate([np.zeros((len(grid.keys), 1)), np.cumsum(fit.mu, axis=1)], axis=1)
+    safe = np.maximum(rows, 0)
+    observed = cum_y[safe, last + 1] - cum_y[safe, first]
+    expected = cum_mu[safe, last + 1] - cum_mu[safe, first]
+    missing = rows < 0
+    return np.where(missing, np.nan, observed), np.where(missing, np.nan, expected)
+
+
+def cluster_windows(runs: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Merge overlapping ``first_day..last_day`` windows within each ``by`` group.
+
+    Returns the input with a ``cluster`` column and ``cluster_first``/``cluster_last`` bounds.
+    """
+    ordered = runs.sort_values([by, "first_day", "last_day"]).reset_index(drop=True)
+    reach = ordered.groupby(by)["last_day"].cummax()
+    previous_reach = reach.groupby(ordered[by]).shift(1)
+    new_cluster = previous_reach.isna() | (ordered["first_day"] > previous_reach)
+    cluster = new_cluster.cumsum()
+    bounds = ordered.groupby(cluster).agg(cluster_first=("first_day", "min"),
+                                          cluster_last=("last_day", "max"))
+    return ordered.assign(cluster=cluster).join(bounds, on="cluster")
+
+
+def trim_to_business_days(grid: StreamGrid, first: np.ndarray, last: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """Move each window's ends inwards to its first and last business day (if it has one)."""
+    business = grid.days["is_business_day"].to_numpy()
+    idx = np.arange(len(business))
+    # next business day at or after d, previous at or before d
+    nxt = np.minimum.accumulate(np.where(business, idx, len(idx))[::-1])[::-1]
+    prv = np.maximum.accumulate(np.where(business, idx, -1))
+    new_first, new_last = nxt[first], prv[last]
+    ok = new_first <= new_last
+    return np.where(ok, new_first, first), np.where(ok, new_last, last)
+
+
+def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.DataFrame:
+    """Owner vacations among the significant low runs of the mailbox's outgoing mail.
+
+    A vacation stops the owner's own mail while received mail goes on, often answered by
+    auto-replies; a lost file stops both. So a significant run of the mailbox's outgoing stream is a
+    vacation when auto-replies were sent in it, or when received mail kept at least half its
+    expected volume. Returns ``start, end, business_days, sent_expected, sent_observed,
+    received_ratio, auto_replies, evidence``.
+    """
+    keys = grid.keys
+    mailbox_out = keys["contact_address"].eq(MAILBOX) & keys["stream"].eq("outgoing")
+    out_rows = np.flatnonzero(mailbox_out.to_numpy())
+    low = runs[runs["significant"] & runs["stream"].isin(out_rows)]
+    columns = ["start", "end", "business_days", "sent_expected", "sent_observed",
+               "received_ratio", "auto_replies", "evidence"]
+    if low.empty:
+        return pd.DataFrame(columns=columns)
+    merged = (
+        cluster_windows(low, "stream")
+        .groupby("cluster")
+        .agg(first_day=("cluster_first", "first"), last_day=("cluster_last", "first"))
+    )
+    first, last = trim_to_business_days(grid, merged["first_day"].to_numpy(),
+                                        merged["last_day"].to_numpy())
+    mailbox = pd.Series([MAILBOX] * len(merged))
+    sent_rows = stream_row(grid, mailbox, "outgoing")
+    sent_obs, sent_exp = window_counts(grid, fit, sent_rows, first, last)
+    in_obs, in_exp = window_counts(grid, fit, stream_row(grid, mailbox, "incoming"), first, last)
+    auto, _ = window_counts(grid, fit, stream_row(grid, mailbox, "auto_reply"), first, last)
+    auto = np.nan_to_num(auto)
+    received_ratio = in_obs / np.maximum(in_exp, 1e-9)
+    evidence = np.where(auto > 0, "auto_replies",
+                        np.where(received_ratio >= 0.5, "received_continues", ""))
+    dates = grid.days["date"].to_numpy()
+    business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
+    table = pd.DataFrame(
+        {
+            "start": dates[first],
+            "end": dates[last],
+            "business_days": business[last + 1] - business[first],
+            "sent_expected": sent_exp,
+            "sent_observed": sent_obs,
+            "received_ratio": received_ratio,
+            "auto_replies": auto.astype(np.int64),
+            "evidence": evidence,
+        }
+    )
+    return table[table["evidence"] != ""].reset_index(drop=True)
+
+
+def classify_clusters(
+    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float
+) -> pd.DataFrame:
+    """One row per cluster of overlapping significant runs of a contact, with its kind.
+
+    The kind compares the directions over the cluster's window: ``full`` when (almost) nothing of
+    the contact came through, ``sent_only``/``received_only`` when one direction stopped and the
+    other kept at least half its volume, ``folder`` when a folder stream's run is in the cluster,
+    ``partial`` otherwise. Each cluster is then evaluated again on the stream its kind names.
+    """
+    names = grid.keys[["contact_address", "stream", "part"]].rename(
+        columns={"stream": "stream_name"})
+    keyed = runs.join(names, on="stream")
+    keyed = keyed[keyed["stream_name"].isin(list(KIND_OF_STREAM))]
+    if keyed.empty:
+        return keyed.assign(kind=pd.Series(dtype="string"))
+    clusters = cluster_windows(keyed, "contact_address")
+    folder_part = (
+        clusters[clusters["stream_name"].eq("folder")].groupby("cluster")["part"].first()
+    )
+    per = clusters.groupby("cluster").agg(
+        contact_address=("contact_address", "first"),
+        first_day=("cluster_first", "first"),
+        last_day=("cluster_last", "first"),
+    )
+    per = per.assign(folder_path=folder_part.reindex(per.index).fillna(""))
+    first, last = per["first_day"].to_numpy(), per["last_day"].to_numpy()
+    contact = per["contact_address"]
+    ratios = {}
+    for stream in ("all", "incoming", "outgoing"):  # three fixed streams, not a loop over data
+        obs, exp = window_counts(grid, fit, stream_row(grid, contact, stream), first, last)
+        ratios[stream] = obs / np.maximum(exp, 1e-9)
+    is_mailbox = contact.eq(MAILBOX).to_numpy()
+    kind = np.select(
+        [
+            (ratios["all"] <= 0.05) & is_mailbox,
+            ratios["all"] <= 0.05,
+            (ratios["outgoing"] <= 0.1) & (ratios["incoming"] >= 0.5),
+            (ratios["incoming"] <= 0.1) & (ratios["outgoing"] >= 0.5),
+            per["folder_path"].ne("").to_numpy(),
+        ],
+        ["archive_wide", "full", "sent_only", "received_only", "folder"],
+        "partial",
+    )
+    per = per.assign(kind=kind)
+    eval_stream = np.select(
+        [per["kind"].eq("sent_only"), per["kind"].eq("received_only")],
+        ["outgoing", "incoming"],
+        "all",
+    )
+    rows = stream_row(grid, contact, "all")
+    for stream in ("outgoing", "incoming"):  # the two direction streams
+        rows = np.where(eval_stream == stream, stream_row(grid, contact, stream), rows)
+    folder_rows = stream_row_parts(grid, contact, per["folder_path"])
+    rows = np.where(per["kind"].eq("folder") & (folder_rows >= 0), folder_rows, rows)
+    per = per.assign(stream=rows)[rows >= 0]
+    evaluated = evaluate_runs(grid, fit, per.reset_index(drop=True), alpha=alpha)
+    return evaluated[evaluated["significant"]].reset_index(drop=True)
+
+
+def clip_to_archive(runs: pd.DataFrame, archive: pd.DataFrame, contact: np.ndarray) -> pd.DataFrame:
+    """Cut archive-wide windows out of the runs of contacts (``contact`` marks their rows).
+
+    A contact's run that overlaps an archive-wide gap keeps its longer part outside the gap (a run
+    wholly inside is dropped): the gap itself is reported once for the mailbox.
+    """
+    if archive.empty or runs.empty:
+        return runs
+    numbered = runs.reset_index(drop=True).rename_axis("run").reset_index()
+    pairs = numbered[contact[numbered["stream"].to_numpy()]].merge(
+        archive[["first_day", "last_day"]].rename(columns={"first_day": "a", "last_day": "b"}),
+        how="cross",
+    )
+    pairs = pairs[(pairs["first_day"] <= pairs["b"]) & (pairs["last_day"] >= pairs["a"])]
+    before = (pairs["a"] - pairs["first_day"]).clip(lower=0)
+    after = (pairs["last_day"] - pairs["b"]).clip(lower=0)
+    keep_before = before >= after
+    clipped = pairs.assign(
+        first_day=np.where(keep_before, pairs["first_day"], pairs["b"] + 1),
+        last_day=np.where(keep_before, pairs["a"] - 1, pairs["last_day"]),
+    )
+    clipped = clipped[(clipped["last_day"] >= clipped["first_day"])
+                      & (np.maximum(before, after) > 0)]
+    untouched = numbered[~numbered["run"].isin(pairs["run"])]
+    merged: pd.DataFrame = pd.concat([untouched, clipped[numbered.columns]], ignore_index=True)
+    return merged.drop(columns="run")
+
+
+def stream_row_parts(grid: StreamGrid, contact: pd.Series, part: pd.Series) -> np.ndarray:
+    """Row of each (contact, folder) stream of ``grid`` (-1 where not modelled)."""
+    index = pd.MultiIndex.from_frame(grid.keys[["contact_address", "stream", "part"]])
+    wanted = pd.MultiIndex.from_arrays(
+        [contact.astype("string").to_numpy(), np.full(len(contact), "folder"),
+         part.astype("string").to_numpy()]
+    )
+    rows: np.ndarray = index.get_indexer(wanted)
+    return rows
+
+
+def attribute_archive_gaps(
+    grid: StreamGrid, fit: StreamFit, archive: pd.DataFrame, *, min_expected: float = 0.5
+) -> pd.DataFrame:
+    """Each contact's share of every archive-wide gap: one row per (gap, contact) whose timeline
+    spans the gap and who was expected to send or receive at least ``min_expected`` messages in
+    it."""
+    keys = grid.keys
+    contacts = keys[keys["stream"].eq("all") & keys["contact_address"].ne(MAILBOX)]
+    pairs = archive[["first_day", "last_day"]].merge(
+        contacts[["contact_address", "first_day", "last_day"]].rename(
+            columns={"first_day": "span_first", "last_day": "span_last"}
+        ).assign(stream=contacts.index.to_numpy()),
+        how="cross",
+    )
+    inside = (pairs["span_first"] < pairs["first_day"]) & (pairs["span_last"] > pairs["last_day"])
+    pairs = pairs[inside]
+    observed, expected = window_counts(grid, fit, pairs["stream"].to_numpy(),
+                                       pairs["first_day"].to_numpy(), pairs["last_day"].to_numpy())
+    out = pairs.assign(observed_messages=observed, expected_messages=expected)
+    return out[out["expected_messages"] >= min_expected].reset_index(drop=True)

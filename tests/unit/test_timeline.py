@@ -1,0 +1,285 @@
+"""pstlib.analytics.timeline on tiny hand-made timelines whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pstlib.analytics import timeline
+from pstlib.errors import MissingColumnsError
+
+START = pd.Timestamp("2024-01-01")  # a Monday
+OWNER = "owner@example.com"
+
+
+def _events(
+    contact: str,
+    per_day: np.ndarray,
+    *,
+    days: pd.DatetimeIndex,
+    direction: np.ndarray | None = None,
+    auto: np.ndarray | None = None,
+    first_id: int = 0,
+) -> pd.DataFrame:
+    """One event per message: ``per_day[i]`` messages on ``days[i]`` at 10:00 UTC."""
+    counts = per_day.astype(int)
+    when = np.repeat(days.to_numpy(), counts) + np.timedelta64(10, "h")
+    n = len(when)
+    return pd.DataFrame(
+        {
+            "message_row_id": np.arange(first_id, first_id + n),
+            "contact_address": contact,
+            "sent_at_utc": pd.to_datetime(when).tz_localize("UTC"),
+            "direction": "incoming" if direction is None else np.repeat(direction, counts),
+            "folder_path": "Inbox",
+            "auto_submitted": None if auto is None else np.repeat(auto, counts),
+        }
+    )
+
+
+def _weekday_series(rate: float, days: pd.DatetimeIndex, seed: int) -> np.ndarray:
+    """Poisson(rate) on weekdays, nothing at weekends."""
+    rng = np.random.default_rng(seed)
+    return np.where(days.day_of_week < 5, rng.poisson(rate, len(days)), 0)
+
+
+DAYS = pd.date_range(START, periods=280, freq="D")  # 40 weeks = 200 business days
+
+
+def _steady_with_hole(rate: float, seed: int) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    counts = _weekday_series(rate, DAYS, seed)
+    hole_start, hole_end = pd.Timestamp("2024-05-06"), pd.Timestamp("2024-05-17")  # Mon..Fri+1wk
+    counts[(hole_start <= DAYS) & (hole_end >= DAYS)] = 0  # 10 business days without mail
+    # a second, busier contact without a hole keeps the mailbox as a whole going
+    other = _events("other@example.com", _weekday_series(20.0, DAYS, seed + 100), days=DAYS,
+                    first_id=1_000_000)
+    events = pd.concat([_events("busy@example.com", counts, days=DAYS), other], ignore_index=True)
+    return events, hole_start, hole_end
+
+
+def test_a_ten_business_day_hole_in_a_busy_contact_is_exactly_one_gap() -> None:
+    # 10 messages every weekday for 40 weeks, none from Mon 6 May to Fri 17 May: about 100
+    # messages are missing, an impossible silence for this contact, so exactly that gap.
+    events, hole_start, hole_end = _steady_with_hole(10.0, seed=1)
+    gaps = timeline.detect_gaps(events, infer_vacations=False)
+    contact_gaps = gaps[gaps["contact_address"] == "busy@example.com"]
+    assert len(contact_gaps) == 1
+    gap = contact_gaps.iloc[0]
+    assert (gap["start"], gap["end"]) == (hole_start, hole_end)
+    assert gap["business_days"] == 10
+    assert gap["kind"] == "full"
+    assert gap["observed_messages"] == 0
+    assert 80 < gap["expected_messages"] < 120
+    assert gap["severity"] == "major"  # 50..200 missed
+    assert gap["probability_anywhere"] < timeline.DEFAULT_ALPHA
+
+
+def test_the_same_hole_in_a_quiet_contact_is_below_its_floor() -> None:
+    # 0.2 messages per weekday: 10 silent business days miss only ~2 messages, which happens by
+    # chance all the time (floor ln(100)/0.2 ≈ 23 business days), so nothing is reported.
+    events, _, _ = _steady_with_hole(0.2, seed=2)
+    gaps = timeline.detect_gaps(events, infer_vacations=False)
+    assert gaps[gaps["contact_address"] == "busy@example.com"].empty
+    floors = timeline.detection_floors(events).set_index("contact_address")
+    assert floors.loc["busy@example.com", "floor_business_days"] > 10
+
+
+def test_the_floor_of_a_poisson_contact_is_ln_one_over_alpha_over_its_rate() -> None:
+    # 10 a weekday: ln(1/0.01)/10 ≈ 0.46 business days (phi ≈ 0 for Poisson mail)
+    events = _events("busy@example.com", _weekday_series(10.0, DAYS, 3), days=DAYS)
+    floors = timeline.detection_floors(events, alpha=0.01).set_index("contact_address")
+    assert floors.loc["busy@example.com", "floor_business_days"] == pytest.approx(
+        np.log(100) / 10, rel=0.25
+    )
+
+
+def test_an_owner_vacation_is_no_gap() -> None:
+    # Two weeks in which the owner sends nothing but auto-replies, while mail still comes in.
+    rng = np.random.default_rng(4)
+    weekday = DAYS.day_of_week < 5
+    vacation = (DAYS >= "2024-06-03") & (DAYS <= "2024-06-14")
+    frames = []
+    for i in range(3):  # three contacts writing and being written to
+        incoming = np.where(weekday, rng.poisson(3.0, len(DAYS)), 0)
+        outgoing = np.where(weekday & ~vacation, rng.poisson(3.0, len(DAYS)), 0)
+        replies = np.where(weekday & vacation, 1, 0)
+        frames += [
+            _events(f"c{i}@example.com", incoming, days=DAYS, first_id=10_000 * (3 * i)),
+            _events(f"c{i}@example.com", outgoing, days=DAYS, first_id=10_000 * (3 * i + 1),
+                    direction=np.full(len(DAYS), "outgoing")),
+            _events(f"c{i}@example.com", replies, days=DAYS, first_id=10_000 * (3 * i + 2),
+                    direction=np.full(len(DAYS), "outgoing"),
+                    auto=np.full(len(DAYS), "auto-replied")),
+        ]
+    events = pd.concat(frames, ignore_index=True)
+    assert timeline.detect_gaps(events).empty
+    found = timeline.detect_vacations(events)
+    assert len(found) == 1
+    assert (found.loc[0, "start"], found.loc[0, "end"]) == (pd.Timestamp("2024-06-03"),
+                                                            pd.Timestamp("2024-06-14"))
+    assert found.loc[0, "evidence"] == "auto_replies"
+
+
+def test_a_declared_vacation_is_no_gap_even_when_both_directions_stop() -> None:
+    events, hole_start, hole_end = _steady_with_hole(10.0, seed=5)
+    declared = pd.DataFrame({"start": [hole_start], "end": [hole_end]})
+    gaps = timeline.detect_gaps(events, vacations=declared, infer_vacations=False)
+    assert gaps.empty
+
+
+def test_a_holiday_week_is_no_gap() -> None:
+    # Christmas to New Year in the UK: 25, 26 Dec and 1 Jan are public holidays and nobody
+    # writes from 23 Dec to 1 Jan (nor on any other bank holiday); the organisation declares the
+    # days between as a quiet period.
+    days = pd.date_range("2023-06-05", "2024-06-28", freq="D")
+    counts = _weekday_series(8.0, days, 6)
+    quiet = (days >= "2023-12-23") & (days <= "2024-01-01")
+    bank_holidays = days.isin(pd.to_datetime(["2023-08-28", "2024-03-29", "2024-04-01",
+                                              "2024-05-06", "2024-05-27"]))
+    counts[quiet | bank_holidays] = 0
+    events = _events("busy@example.com", counts, days=days)
+    periods = pd.DataFrame({"start": ["2023-12-23"], "end": ["2024-01-01"]})
+    gaps = timeline.detect_gaps(events, country="GB", quiet_periods=periods,
+                                infer_vacations=False)
+    assert gaps.empty
+
+
+def test_a_holiday_without_mail_is_no_gap() -> None:
+    # Good Friday and Easter Monday (GB) without mail in a 3-a-day contact: the model expects
+    # (almost) nothing on public holidays, so the four quiet days are no gap.
+    days = pd.date_range("2023-06-05", "2024-10-25", freq="D")
+    counts = _weekday_series(3.0, days, 7)
+    holidays_gb = days.isin(pd.to_datetime(["2024-03-29", "2024-04-01", "2023-08-28",
+                                            "2023-12-25", "2023-12-26", "2024-01-01",
+                                            "2024-05-06", "2024-05-27", "2024-08-26"]))
+    counts[holidays_gb] = 0
+    events = _events("busy@example.com", counts, days=days)
+    assert timeline.detect_gaps(events, country="GB", infer_vacations=False).empty
+
+
+def test_a_level_change_is_no_gap() -> None:
+    # 10 a day, then from August on 2 a day: a change point, not a hole
+    counts = np.where(DAYS < "2024-08-01", _weekday_series(10.0, DAYS, 8),
+                      _weekday_series(2.0, DAYS, 9))
+    events = _events("busy@example.com", counts, days=DAYS)
+    assert timeline.detect_gaps(events, infer_vacations=False).empty
+
+
+def test_detect_gaps_is_deterministic_and_does_not_touch_its_input() -> None:
+    events, _, _ = _steady_with_hole(10.0, seed=10)
+    before = events.copy()
+    first = timeline.detect_gaps(events)
+    second = timeline.detect_gaps(events.sample(frac=1.0, random_state=1))
+    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(events, before)
+
+
+def test_sent_only_gap_when_the_owner_s_mail_to_one_contact_stops() -> None:
+    # Received mail goes on; the owner's mail to this one contact stops for three weeks and no
+    # auto-reply was sent: lost sent mail, not a vacation (the other contact still gets mail).
+    rng = np.random.default_rng(11)
+    weekday = DAYS.day_of_week < 5
+    hole = (DAYS >= "2024-05-06") & (DAYS <= "2024-05-24")
+    out_a = np.where(weekday & ~hole, rng.poisson(5.0, len(DAYS)), 0)
+    frames = [
+        _events("a@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS),
+        _events("a@example.com", out_a, days=DAYS, first_id=100_000,
+                direction=np.full(len(DAYS), "outgoing")),
+        _events("b@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS,
+                first_id=200_000),
+        _events("b@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS,
+                first_id=300_000, direction=np.full(len(DAYS), "outgoing")),
+    ]
+    gaps = timeline.detect_gaps(pd.concat(frames, ignore_index=True))
+    assert gaps["contact_address"].tolist() == ["a@example.com"]
+    assert gaps.loc[0, "kind"] == "sent_only"
+    assert (gaps.loc[0, "start"], gaps.loc[0, "end"]) == (pd.Timestamp("2024-05-06"),
+                                                          pd.Timestamp("2024-05-24"))
+
+
+def test_score_completeness_counts_missed_messages_of_each_contact() -> None:
+    events = pd.DataFrame(
+        {"message_row_id": [1, 2, 3, 4], "contact_address": ["a", "a", "a", "b"]}
+    )
+    gaps = pd.DataFrame({"contact_address": ["a"], "kind": ["full"], "missed_messages": [1.0]})
+    scores = timeline.score_completeness(events, gaps).set_index("contact_address")
+    # a: 3 observed, 1 missed -> 75; b: no gap -> 100; mailbox: 4 messages, 1 missed -> 80
+    assert scores.loc["a", "completeness_score"] == pytest.approx(75.0)
+    assert scores.loc["b", "completeness_score"] == pytest.approx(100.0)
+    assert scores.loc[timeline.MAILBOX, "completeness_score"] == pytest.approx(80.0)
+
+
+def test_rank_gaps_weighs_missed_messages_by_importance() -> None:
+    gaps = pd.DataFrame({"contact_address": ["a", "b", "c"], "missed_messages": [10.0, 30.0, 20.0]})
+    importance = pd.DataFrame({"contact_address": ["a"], "importance": [5.0]})
+    ranked = timeline.rank_gaps(gaps, importance)
+    # a: 5 × 10 = 50 first, then b (30), then c (20)
+    assert ranked["contact_address"].tolist() == ["a", "b", "c"]
+    assert ranked["rank"].tolist() == [1, 2, 3]
+
+
+def test_contact_events_takes_the_sender_of_incoming_and_each_recipient_of_outgoing() -> None:
+    messages = pd.DataFrame(
+        {
+            "message_row_id": [1, 2, 3],
+            "sender_address": ["Ann@Example.com", OWNER, "bob@example.com"],
+            "sent_at_utc": pd.to_datetime(["2024-01-01T09:00Z", "2024-01-01T10:00Z", None]),
+            "folder_path": ["Inbox", "Sent Items", "Inbox"],
+        }
+    )
+    recipients = pd.DataFrame(
+        {"message_row_id": [1, 2, 2, 2], "address": [OWNER, "ann@example.com",
+                                                     "bob@example.com", OWNER]}
+    )
+    events = timeline.contact_events(messages, recipients, OWNER)
+    # message 1: incoming from ann; message 2: outgoing to ann and bob (not the owner);
+    # message 3 has no date and is left out
+    assert list(zip(events["message_row_id"], events["contact_address"], events["direction"],
+                    strict=True)) == [
+        (1, "ann@example.com", "incoming"),
+        (2, "ann@example.com", "outgoing"),
+        (2, "bob@example.com", "outgoing"),
+    ]
+
+
+def test_coverage_by_contact_counts_days_with_mail() -> None:
+    events = pd.DataFrame(
+        {
+            "message_row_id": [1, 2, 3],
+            "contact_address": ["a", "a", "a"],
+            "sent_at_utc": pd.to_datetime(["2024-01-01T09:00Z", "2024-01-01T15:00Z",
+                                           "2024-01-10T09:00Z"]),
+            "direction": ["incoming", "outgoing", "incoming"],
+        }
+    )
+    row = timeline.coverage_by_contact(events).set_index("contact_address").loc["a"]
+    assert (row["timeline_days"], row["coverage_days"], row["message_count"]) == (10, 2, 3)
+    assert (row["incoming_messages"], row["outgoing_messages"]) == (2, 1)
+
+
+def test_source_coverage_and_recommendations_name_the_sources() -> None:
+    events = pd.DataFrame(
+        {
+            "contact_address": ["a", "a", "a", "b"],
+            "sent_at_utc": pd.to_datetime(["2024-01-05T09:00Z", "2024-02-05T09:00Z",
+                                           "2024-03-05T09:00Z", "2024-03-20T09:00Z"]),
+            "source_id": [1, 1, 2, 2],
+        }
+    )
+    periods = timeline.source_coverage(events)
+    a = periods[periods["contact_address"] == "a"]
+    # January and February from source 1, March from source 2
+    assert a["source_ids"].tolist() == ["1", "2"]
+    assert a["period_end"].iloc[0] == pd.Timestamp("2024-02-29")
+    gaps = pd.DataFrame({"contact_address": ["a"], "start": [pd.Timestamp("2024-03-10")],
+                         "end": [pd.Timestamp("2024-03-15")], "kind": ["full"]})
+    advice = timeline.recommend_sources(events, gaps)
+    assert advice.loc[0, "spanning_source_ids"] == "2"
+    assert "2024-03-10 to 2024-03-15" in advice.loc[0, "recommendation"]
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(MissingColumnsError, match="direction"):
+        timeline.detect_gaps(pd.DataFrame({"contact_address": [], "sent_at_utc": [],
+                                           "folder_path": []}))
