@@ -109,7 +109,9 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
 
 def _readpst(files: list[Path], passes: int) -> float | None:
     if shutil.which("readpst") is None:
-        print("readpst not found (apt-get install pst-utils): peer rate not measured", file=sys.stderr)
+        print(
+            "readpst not found (apt-get install pst-utils): peer rate not measured", file=sys.stderr
+        )
         return None
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -117,7 +119,9 @@ def _readpst(files: list[Path], passes: int) -> float | None:
             for path in files:
                 subprocess.run(
                     ["readpst", "-q", "-r", "-o", out, str(path)],
-                    check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    check=False,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
         return time.perf_counter() - start
 
@@ -135,8 +139,10 @@ def main() -> None:
     passes = max(1, -(-args.min_items // max(one_pass, 1)))
     pst = _in_child(_read_psts, [str(f) for f in files], passes)
     pst_rate = pst["items"] / pst["seconds"]
-    print(f"PST     {pst['items']:>8} items ({len(files)} files x {passes}) "
-          f"in {pst['seconds']:.2f} s = {pst_rate:,.0f}/s, peak RSS {pst['peak_rss_mb']:.0f} MB")
+    print(
+        f"PST     {pst['items']:>8} items ({len(files)} files x {passes}) "
+        f"in {pst['seconds']:.2f} s = {pst_rate:,.0f}/s, peak RSS {pst['peak_rss_mb']:.0f} MB"
+    )
 
     readpst_s = _readpst(files, passes)
     readpst_rate = pst["items"] / readpst_s if readpst_s else None
@@ -148,24 +154,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # about 250 messages per contact-year at the generator's defaults
         contacts = max(10, round(args.mbox_messages / 250 / 3))
-        made = synthesize(Path(tmp) / "mail", seed=args.seed, contacts=contacts, years=3.0,
-                          formats=("mbox",))
+        made = synthesize(
+            Path(tmp) / "mail", seed=args.seed, contacts=contacts, years=3.0, formats=("mbox",)
+        )
         mbox = _in_child(_read_mbox, str(made.mbox_path))
         mbox_rate = mbox["items"] / mbox["seconds"]
-        print(f"mbox    {mbox['items']:>8} items in {mbox['seconds']:.2f} s = {mbox_rate:,.0f}/s, "
-              f"peak RSS {mbox['peak_rss_mb']:.0f} MB")
+        print(
+            f"mbox    {mbox['items']:>8} items in {mbox['seconds']:.2f} s = {mbox_rate:,.0f}/s, "
+            f"peak RSS {mbox['peak_rss_mb']:.0f} MB"
+        )
         store = _in_child(_write_store, str(made.mbox_path), str(Path(tmp) / "bench.sqlite"))
         store_rate = store["items"] / store["seconds"]
-        print(f"store   {store['items']:>8} rows  in {store['seconds']:.2f} s = {store_rate:,.0f}/s")
+        print(
+            f"store   {store['items']:>8} rows  in {store['seconds']:.2f} s = {store_rate:,.0f}/s"
+        )
 
     peak = max(pst["peak_rss_mb"], mbox["peak_rss_mb"])
-    print(json.dumps({
-        "pst_messages_per_s": round(pst_rate, 1),
-        "readpst_messages_per_s": round(readpst_rate, 1) if readpst_rate else None,
-        "mbox_messages_per_s": round(mbox_rate, 1),
-        "peak_rss_mb": round(peak, 1),
-        "store_rows_per_s": round(store_rate, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "pst_messages_per_s": round(pst_rate, 1),
+                "readpst_messages_per_s": round(readpst_rate, 1) if readpst_rate else None,
+                "mbox_messages_per_s": round(mbox_rate, 1),
+                "peak_rss_mb": round(peak, 1),
+                "store_rows_per_s": round(store_rate, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -133,11 +133,19 @@ def sessions(store: str, as_json: bool) -> None:
 @click.argument("table")
 @STORE_OPTION
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv",
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet"]),
+    default="csv",
     show_default=True,
 )
 @click.option("--session", "session_id", help="Only this session's rows.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), help="Output file (default: stdout for csv/json).")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output file (default: stdout for csv/json).",
+)
 def export(table: str, store: str, fmt: str, session_id: str | None, out: Path | None) -> None:
     """Export a store table (sessions, sources, messages, recipients, ...) as CSV, JSON or Parquet."""
     from pstlib.store import Store
@@ -156,11 +164,17 @@ def export(table: str, store: str, fmt: str, session_id: str | None, out: Path |
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed gives the same files.")
+@click.option(
+    "--seed", default=1, show_default=True, help="Random seed: the same seed gives the same files."
+)
 @click.option("--contacts", default=40, show_default=True, help="Number of correspondents.")
-@click.option("--years", default=1.0, show_default=True, help="Length of the mailbox history in years.")
+@click.option(
+    "--years", default=1.0, show_default=True, help="Length of the mailbox history in years."
+)
 @click.option("--country", default="US", show_default=True, help="Public holidays of this country.")
-@click.option("--eml/--no-eml", default=True, show_default=True, help="Also write one EML file per message.")
+@click.option(
+    "--eml/--no-eml", default=True, show_default=True, help="Also write one EML file per message."
+)
 def synth(out: Path, seed: int, contacts: int, years: float, country: str, eml: bool) -> None:
     """Write a seeded synthetic mailbox (mbox, EML and truth.json with its ground truth)."""
     from pstlib.synth import synthesize
@@ -175,19 +189,50 @@ def synth(out: Path, seed: int, contacts: int, years: float, country: str, eml: 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, help="0 picks a free port.")
-@click.option("--db", "db_path", type=click.Path(path_type=Path), help="Keep what arrives in this SQLite file.")
-@click.option("--tls", is_flag=True, help="Serve HTTPS with a generated certificate (printed CA file).")
-@click.option("--time-scale", default=1.0, show_default=True,
-              help="Multiply every limit window and server time by this (0.01: 5 minutes become 3 s).")
-@click.option("--operation-time", default=0.0, show_default=True,
-              help="Simulated server execution time per operation, in seconds.")
-@click.option("--max-requests", default=6000, show_default=True, help="Requests per user per window.")
-@click.option("--max-concurrent", default=52, show_default=True, help="Concurrent requests per user.")
-@click.option("--latency", default=0.0, show_default=True, help="Added latency per request, seconds.")
-@click.option("--error-rate", default=0.0, show_default=True, help="Share of requests answered 503.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path),
+    help="Keep what arrives in this SQLite file.",
+)
+@click.option(
+    "--tls", is_flag=True, help="Serve HTTPS with a generated certificate (printed CA file)."
+)
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    help="Multiply every limit window and server time by this (0.01: 5 minutes become 3 s).",
+)
+@click.option(
+    "--operation-time",
+    default=0.0,
+    show_default=True,
+    help="Simulated server execution time per operation, in seconds.",
+)
+@click.option(
+    "--max-requests", default=6000, show_default=True, help="Requests per user per window."
+)
+@click.option(
+    "--max-concurrent", default=52, show_default=True, help="Concurrent requests per user."
+)
+@click.option(
+    "--latency", default=0.0, show_default=True, help="Added latency per request, seconds."
+)
+@click.option(
+    "--error-rate", default=0.0, show_default=True, help="Share of requests answered 503."
+)
 def standin(
-    host: str, port: int, db_path: Path | None, tls: bool, time_scale: float, operation_time: float,
-    max_requests: int, max_concurrent: int, latency: float, error_rate: float,
+    host: str,
+    port: int,
+    db_path: Path | None,
+    tls: bool,
+    time_scale: float,
+    operation_time: float,
+    max_requests: int,
+    max_concurrent: int,
+    latency: float,
+    error_rate: float,
 ) -> None:
     """Run a local Dataverse (the documented Web API subset, $batch, limits) until Ctrl-C.
 
@@ -198,16 +243,26 @@ def standin(
     from pstlib.standin.server import run_standin
 
     config = StandinConfig(
-        db_path=str(db_path) if db_path else None, tls=tls, time_scale=time_scale,
-        operation_time_s=operation_time, max_requests=max_requests, max_concurrent=max_concurrent,
-        latency_s=latency, error_rate=error_rate,
+        db_path=str(db_path) if db_path else None,
+        tls=tls,
+        time_scale=time_scale,
+        operation_time_s=operation_time,
+        max_requests=max_requests,
+        max_concurrent=max_concurrent,
+        latency_s=latency,
+        error_rate=error_rate,
     )
     run_standin(host, port, config)
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
-              help="Folder for the demo's mailbox, store and reports.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Folder for the demo's mailbox, store and reports.",
+)
 @click.option("--seed", default=7, show_default=True)
 def demo(out: Path, seed: int) -> None:
     """Run the whole job end to end on a synthetic mailbox: generate, scan, summarise."""
@@ -225,7 +280,10 @@ def demo(out: Path, seed: int) -> None:
     click.echo(f"2/2 scanning {result.messages} messages into {store_path}")
     with Store.open(store_path) as st, _progress_bar("scan") as tick:
         session_id = run_scan(
-            [result.mbox_path or mail / "mailbox.mbox"], st, mailbox_owner=result.owner_address, on_progress=tick
+            [result.mbox_path or mail / "mailbox.mbox"],
+            st,
+            mailbox_owner=result.owner_address,
+            on_progress=tick,
         )
         _print_summary(summarize(st, session_id).to_dict())
 

@@ -31,7 +31,9 @@ class DataverseSettings:
     tenant_id: str = ""
     client_id: str = ""
     authority: str | None = None  # defaults to https://login.microsoftonline.com/<tenant>
-    token_url: str | None = None  # a direct client-credentials endpoint (the local stand-in over HTTP)
+    token_url: str | None = (
+        None  # a direct client-credentials endpoint (the local stand-in over HTTP)
+    )
     secret_env: str = "PSTLIB_CLIENT_SECRET"
     api_version: str = "v9.2"
 

@@ -95,7 +95,10 @@ class SessionSummary:
             "by_message_class": self.by_message_class,
             "by_item_kind": self.by_item_kind,
             "by_folder_role": self.by_folder_role,
-            "date_range": {"earliest": self.earliest_sent_at_utc, "latest": self.latest_sent_at_utc},
+            "date_range": {
+                "earliest": self.earliest_sent_at_utc,
+                "latest": self.latest_sent_at_utc,
+            },
             "contacts": self.contacts,
             "batch_performance": self.batches,
             "errors": {"total": self.errors_total, "by_code": self.errors_by_code},
@@ -122,8 +125,15 @@ def summarize_session(
     require_columns(
         "summarize_session",
         messages,
-        ["outcome", "message_class", "item_kind", "folder_role", "sent_at_utc", "received_at_utc",
-         "size_bytes"],
+        [
+            "outcome",
+            "message_class",
+            "item_kind",
+            "folder_role",
+            "sent_at_utc",
+            "received_at_utc",
+            "size_bytes",
+        ],
     )
     require_columns("summarize_session", errors, ["code"])
 

@@ -26,13 +26,16 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """One tick of a running session, for a progress bar (the CLI draws it; the library never prints)."""
+    """One tick of a running session, for a progress bar (the CLI draws it; the library never
+    prints)."""
 
     source: str
     source_index: int
     source_count: int
     messages: int = 1
     failed: bool = False
+    total: int | None = None  # messages expected in the whole session, where known
+    outcome: str | None = None  # the outcome of these messages (an import's ticks say it)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -69,7 +72,8 @@ def scan(
 ) -> str:
     """Read every mail file under ``paths`` into a new assess session of ``store``; return its id.
 
-    Bad files and unreadable items are recorded as errors (and failed messages) and the scan goes on.
+    Bad files and unreadable items are recorded as errors (and failed messages) and the scan goes
+    on.
     Interrupted (Ctrl-C) the session is marked ``interrupted`` with what was read so far, and the
     interrupt is re-raised.
     """
@@ -102,7 +106,12 @@ def summarize(store: Store, session_id: str) -> SessionSummary:
 
 
 _SUMMARY_COLUMNS = [
-    "outcome", "message_class", "item_kind", "folder_role", "sent_at_utc", "received_at_utc",
+    "outcome",
+    "message_class",
+    "item_kind",
+    "folder_role",
+    "sent_at_utc",
+    "received_at_utc",
     "size_bytes",
 ]
 
@@ -128,7 +137,8 @@ def _read_all(
                 if on_progress:
                     on_progress(Progress(str(path), index, len(files), 0, failed=True))
                 continue
-            source_id = store.add_source(session_id, str(path), source.kind, size, file_sha256(path))
+            digest = file_sha256(path)
+            source_id = store.add_source(session_id, str(path), source.kind, size, digest)
             found = 0
             try:
                 for result in _tick(source, on_progress, str(path), index, len(files)):

@@ -69,7 +69,7 @@ GET /api/data/v9.2/accounts(00000000-0000-0000-0000-000000000001)/Account_Tasks?
 
 
 --batch_80dd1615-2a10-428a-bb6f-0e559792721f--
-"""  # noqa: E501 - quoted verbatim from the documentation
+"""
 
 DOC_BATCH_RESPONSE = """--batchresponse_01346794-f2e2-4d45-8cc2-f97e09fe8916
 Content-Type: application/http
@@ -182,7 +182,7 @@ GET /api/data/v9.2/accounts(00000000-0000-0000-0000-000000000001)/Account_Tasks?
 
 
 --batch_22975cad-7f57-410d-be15-6363209367ea--
-"""  # noqa: E501 - quoted verbatim from the documentation
+"""
 
 DOC_CHANGESET_RESPONSE = """--batchresponse_f27ef42d-51b0-4685-bac9-f468f844de2f
 Content-Type: multipart/mixed; boundary=changesetresponse_64cc3fff-023a-45b0-b29d-df21583ffa15
@@ -248,7 +248,7 @@ OData-Version: 4.0
 
 {"error":{"code":"0x80044331","message":"A validation error occurred.  The length of the 'subject' attribute of the 'task' entity exceeded the maximum allowed length of '200'."}}
 --batchresponse_156da4b8-cd2c-4862-a911-4aaab97c001a--
-"""  # noqa: E501 - quoted verbatim from the documentation
+"""
 
 # ... and with it the batch answers 200 and every response.
 DOC_CONTINUED_RESPONSE = """--batchresponse_f44bd09d-573f-4a30-bca0-2e500ee7e139
@@ -282,7 +282,7 @@ OData-EntityId: [Organization Uri]/api/data/v9.2/tasks(b181a991-3c94-ed11-aad1-0
 
 
 --batchresponse_f44bd09d-573f-4a30-bca0-2e500ee7e139--
-"""  # noqa: E501 - quoted verbatim from the documentation
+"""
 
 
 def _task(n: int, key: str = "") -> Operation:
