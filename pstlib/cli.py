@@ -56,6 +56,8 @@ def _progress_bar(desc: str, unit: str = "msg") -> Iterator[Callable[[Any], None
     seen: dict[str, int] = {"source": -1}
 
     def tick(progress: Any) -> None:
+        if progress.error:
+            bar.write(f"pstlib: {progress.error}", file=sys.stderr)
         if progress.source_index != seen["source"]:
             seen["source"] = progress.source_index
             bar.set_postfix_str(f"file {progress.source_index + 1}/{progress.source_count}")

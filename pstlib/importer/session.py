@@ -34,6 +34,7 @@ class Progress:
     source_count: int
     messages: int = 1
     failed: bool = False
+    error: str | None = None  # a whole file could not be read: why (names the file)
     total: int | None = None  # messages expected in the whole session, where known
     outcome: str | None = None  # the outcome of these messages (an import's ticks say it)
 
@@ -135,7 +136,9 @@ def _read_all(
                 writer.flush()
                 store.finish_source(source_id, "failed", 0, str(err))
                 if on_progress:
-                    on_progress(Progress(str(path), index, len(files), 0, failed=True))
+                    on_progress(
+                        Progress(str(path), index, len(files), 0, failed=True, error=str(err))
+                    )
                 continue
             digest = file_sha256(path)
             source_id = store.add_source(session_id, str(path), source.kind, size, digest)
