@@ -18,14 +18,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,postgres]'
 	touch $@ $(STAMP)
 
-# Debian packages used by tests and benchmarks (readpst is the peer in the scan benchmark).
+# Debian packages used by tests and benchmarks: readpst (the peer in the scan benchmark), a
+# PostgreSQL server (the store's PostgreSQL tests), chromium and pdftoppm (rendered reports).
+DEBIAN_PACKAGES := pst-utils:readpst postgresql:/usr/lib/postgresql chromium:chromium poppler-utils:pdftoppm
 system-deps:
-	@command -v readpst >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pst-utils >/dev/null; \
-	  else echo "readpst missing: apt-get install pst-utils (tests that need it are skipped)"; fi; }
+	@missing=""; for pair in $(DEBIAN_PACKAGES); do pkg=$${pair%%:*}; probe=$${pair#*:}; \
+	  if ! command -v $$probe >/dev/null 2>&1 && [ ! -e $$probe ]; then missing="$$missing $$pkg"; fi; done; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    else echo "missing Debian packages:$$missing (tests that need them are skipped)"; fi; fi
 
 demo: $(STAMP)
 	$(BIN)/pstlib demo --out $(DEMO_DIR)
@@ -36,8 +41,12 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
+# The PostgreSQL tests get a throw-away server on 127.0.0.1 (skipped where none can start).
+PG_DIR := $(CURDIR)/.pytest-postgres
 pytest: $(DEV_STAMP) system-deps
-	$(BIN)/pytest -q
+	@url=$$(scripts/test-postgres.sh start $(PG_DIR)); \
+	  PSTLIB_TEST_POSTGRES_URL=$$url $(BIN)/pytest -q; rc=$$?; \
+	  scripts/test-postgres.sh stop $(PG_DIR); rm -rf $(PG_DIR); exit $$rc
 
 test: lint typecheck pytest
 
@@ -45,4 +54,4 @@ bench: $(DEV_STAMP) system-deps
 	$(BIN)/python benchmarks/scan.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) $(PG_DIR) .pytest_cache .mypy_cache .ruff_cache
