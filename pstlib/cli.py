@@ -188,6 +188,51 @@ def synth(out: Path, seed: int, contacts: int, years: float, country: str, eml: 
     click.echo(f"wrote {result.messages} messages to {out}")
 
 
+def _emit_table(frame: Any, fmt: str, columns: list[str] | None = None) -> None:
+    """Print a DataFrame as an aligned table, CSV or JSON records (ISO dates)."""
+    shown = frame[columns] if columns else frame
+    if fmt == "csv":
+        click.echo(shown.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(shown.to_json(orient="records", date_format="iso", indent=2, force_ascii=False))
+    elif shown.empty:
+        click.echo("none")
+    else:
+        click.echo(shown.to_string(index=False))
+
+
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True, help="Output format.",
+)  # fmt: skip
+SESSION_OPTION = click.option("--session", "session_id", help="Session id (default: the newest).")
+
+GAP_COLUMNS = [
+    "contact_address", "start", "end", "business_days", "expected_messages", "missed_messages",
+    "probability", "severity", "kind",
+]  # fmt: skip
+
+
+@main.command()
+@STORE_OPTION
+@SESSION_OPTION
+@FORMAT_OPTION
+@click.option("--owner", help="Mailbox owner's address (default: the session's).")
+@click.option(
+    "--country", help="Count this country's public holidays as quiet days (e.g. US, GB, DE)."
+)
+def gaps(
+    store: str, session_id: str | None, fmt: str, owner: str | None, country: str | None
+) -> None:
+    """List the gaps detected in each contact's timeline (start and end dates are inclusive)."""
+    from pstlib import views
+    from pstlib.store import Store
+
+    with Store.open(store) as st:
+        found = views.gaps(st, session_id, country=country, owner_address=owner)
+    _emit_table(found, fmt, [c for c in GAP_COLUMNS if c in found.columns])
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, help="0 picks a free port.")
