@@ -1,0 +1,142 @@
+"""pstlib.analytics.network on a tiny hand-made mailbox whose graph is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from pstlib.analytics.network import (
+    build_graph,
+    export_graph,
+    find_communities,
+    find_hubs,
+    relationship_strength,
+)
+from pstlib.errors import MissingColumnsError
+
+T0 = pd.Timestamp("2024-01-01 09:00", tz="UTC")
+
+
+@pytest.fixture
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ann writes to Bo three times (Cy in Cc once), Bo to Ann once; Dee and Eve talk only to each
+    other; Ann writes once to herself (no edge)."""
+    sends = [
+        ("ann@x.com", "Ann", 0, [("to", "bo@x.com"), ("cc", "cy@x.com")]),
+        ("ann@x.com", "Ann", 24, [("to", "bo@x.com"), ("to", "BO@x.com")]),  # listed twice
+        ("ann@x.com", "Ann", 48, [("to", "bo@x.com")]),
+        ("bo@x.com", None, 72, [("to", "ann@x.com")]),
+        ("dee@y.com", "Dee", 10, [("to", "eve@y.com")]),
+        ("eve@y.com", "Eve", 11, [("to", "dee@y.com")]),
+        ("ann@x.com", "Ann", 12, [("to", "ann@x.com")]),
+    ]
+    messages = pd.DataFrame(
+        {
+            "message_row_id": np.arange(1, len(sends) + 1, dtype=np.int64),
+            "sender_address": pd.array([s[0] for s in sends], dtype="string"),
+            "sender_name": pd.array([s[1] for s in sends], dtype="string"),
+            "sent_at_utc": [T0 + pd.Timedelta(hours=s[2]) for s in sends],
+        }
+    )
+    recipients = pd.DataFrame(
+        [
+            {"message_row_id": i + 1, "kind": kind, "address": address, "name": None}
+            for i, s in enumerate(sends)
+            for kind, address in s[3]
+        ]
+    )
+    return messages, recipients
+
+
+def test_edges_count_messages_and_keep_their_first_and_last_time(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    graph = build_graph(*frames)
+    assert set(graph.nodes) == {"ann@x.com", "bo@x.com", "cy@x.com", "dee@y.com", "eve@y.com"}
+    ann_bo = graph["ann@x.com"]["bo@x.com"]
+    assert ann_bo["weight"] == 3  # BO@x.com twice on one message counts once
+    assert (ann_bo["to_count"], ann_bo["cc_count"], ann_bo["bcc_count"]) == (3, 0, 0)
+    assert ann_bo["first_at_utc"] == "2024-01-01T09:00:00Z"
+    assert ann_bo["last_at_utc"] == "2024-01-03T09:00:00Z"
+    assert graph["ann@x.com"]["cy@x.com"]["cc_count"] == 1
+    assert not graph.has_edge("ann@x.com", "ann@x.com")
+    assert graph.nodes["ann@x.com"]["messages_sent"] == 4  # the note to herself included
+    assert graph.nodes["bo@x.com"]["messages_received"] == 3
+    assert graph.nodes["bo@x.com"]["name"] == ""  # never named
+    assert graph.nodes["dee@y.com"]["domain"] == "y.com"
+
+
+def test_relationship_strength_is_volume_reciprocity_and_recency(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    strength = relationship_strength(frames, now=T0 + pd.Timedelta(hours=72))
+    ann_bo = strength.set_index(["address_a", "address_b"]).loc[("ann@x.com", "bo@x.com")]
+    assert (ann_bo["messages_a_to_b"], ann_bo["messages_b_to_a"]) == (3, 1)
+    assert ann_bo["reciprocity"] == 0.5  # 2·min(3, 1) / 4
+    assert ann_bo["volume_score"] == 1.0  # the largest pair
+    assert ann_bo["recency"] == 1.0  # the last message is "now"
+    assert ann_bo["strength"] == pytest.approx(0.5 * 1 + 0.3 * 0.5 + 0.2 * 1)
+    ann_cy = strength.set_index(["address_a", "address_b"]).loc[("ann@x.com", "cy@x.com")]
+    assert ann_cy["reciprocity"] == 0.0  # one way only
+    assert ann_cy["recency"] == pytest.approx(0.5 ** (3 / 90))  # three days old
+    assert strength["strength"].between(0, 1).all()
+    assert strength["strength"].is_monotonic_decreasing
+    # a graph and its frames give the same answer
+    pd.testing.assert_frame_equal(
+        strength, relationship_strength(build_graph(*frames), now=T0 + pd.Timedelta(hours=72))
+    )
+
+
+def test_hubs_rank_the_best_connected_address_first(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    hubs = find_hubs(build_graph(*frames)).set_index("address")
+    ann = hubs.loc["ann@x.com"]
+    assert (ann["degree"], ann["in_degree"], ann["out_degree"]) == (2, 1, 2)
+    assert (ann["weighted_in_degree"], ann["weighted_out_degree"]) == (1, 4)  # 3 to Bo + 1 to Cy
+    # Ann is the only path between Bo and Cy (Bo -> Ann -> Cy): the only non-zero betweenness
+    assert ann["betweenness"] > 0
+    assert (hubs.drop(index="ann@x.com")["betweenness"] == 0).all()
+    assert hubs["pagerank"].sum() == pytest.approx(1.0)
+    sampled = find_hubs(build_graph(*frames), betweenness_samples=3, seed=1)
+    assert len(sampled) == 5
+
+
+def test_communities_split_the_two_groups(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    communities = find_communities(build_graph(*frames), seed=0)
+    groups = communities.groupby("community_id")["address"].apply(set).tolist()
+    assert groups == [{"ann@x.com", "bo@x.com", "cy@x.com"}, {"dee@y.com", "eve@y.com"}]
+    assert communities["community_size"].tolist() == [3, 3, 3, 2, 2]
+
+
+@pytest.mark.parametrize("fmt", ["graphml", "gexf", "json"])
+def test_export_writes_a_file_networkx_reads_back(
+    frames: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path, fmt: str
+) -> None:
+    graph = build_graph(*frames)
+    graph.nodes["ann@x.com"]["note"] = None  # not GraphML-safe: written as ""
+    graph.nodes["ann@x.com"]["seen"] = T0  # a timestamp: written as a string
+    graph.nodes["bo@x.com"]["name"] = "Bo\x07\x00"  # hostile control characters: replaced
+    path = export_graph(graph, tmp_path / f"graph.{fmt}", fmt)  # type: ignore[arg-type]
+    if fmt == "graphml":
+        back = nx.read_graphml(path)
+    elif fmt == "gexf":
+        back = nx.read_gexf(path)
+    else:
+        back = nx.node_link_graph(json.loads(path.read_text(encoding="utf-8")), edges="links")
+    assert back.number_of_nodes() == 5
+    assert back.number_of_edges() == graph.number_of_edges()
+    assert int(back["ann@x.com"]["bo@x.com"]["weight"]) == 3
+    assert back.nodes["bo@x.com"]["name"] == "Bo\ufffd\ufffd"
+    assert isinstance(graph.nodes["ann@x.com"]["seen"], pd.Timestamp)  # the input is left alone
+
+
+def test_build_graph_names_missing_columns(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    messages, recipients = frames
+    with pytest.raises(MissingColumnsError, match="kind"):
+        build_graph(messages, recipients.drop(columns=["kind"]))
