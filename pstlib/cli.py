@@ -233,6 +233,48 @@ def gaps(
     _emit_table(found, fmt, [c for c in GAP_COLUMNS if c in found.columns])
 
 
+SENDER_COLUMNS = [
+    "sender_address", "sender_name", "message_count", "messages_per_month",
+    "owner_reply_delay_median_s", "importance_score", "trend", "last_contact_at_utc",
+    "sender_class", "class_confidence",
+]  # fmt: skip
+
+
+@main.command()
+@STORE_OPTION
+@SESSION_OPTION
+@FORMAT_OPTION
+@click.option("--all-columns", is_flag=True, help="Every profile column, not the main ones.")
+def senders(store: str, session_id: str | None, fmt: str, all_columns: bool) -> None:
+    """Profile every sender: volume, reply times, importance, trend and class."""
+    from pstlib import views
+    from pstlib.store import Store
+
+    with Store.open(store) as st:
+        profiles = views.sender_profiles(st, session_id)
+    _emit_table(profiles, fmt, None if all_columns else SENDER_COLUMNS)
+
+
+@main.command()
+@STORE_OPTION
+@SESSION_OPTION
+@click.option(
+    "--format", "fmt", type=click.Choice(["graphml", "gexf", "json"]), default="graphml",
+    show_default=True,
+)  # fmt: skip
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output file.")
+def network(store: str, session_id: str | None, fmt: str, out: Path) -> None:
+    """Export the communication network (who writes to whom, weighted) as GraphML, GEXF or JSON."""
+    from pstlib import views
+    from pstlib.analytics.network import export_graph
+    from pstlib.store import Store
+
+    with Store.open(store) as st:
+        graph = views.network_graph(st, session_id)
+    export_graph(graph, out, fmt)  # type: ignore[arg-type]
+    click.echo(f"wrote {graph.number_of_nodes()} people, {graph.number_of_edges()} links to {out}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, help="0 picks a free port.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
 import pandas as pd
 
 from pstlib.errors import StoreError
@@ -80,3 +81,19 @@ def gaps(
         )
     events = contact_events(frames.messages, frames.recipients, owner.lower())
     return detect_gaps(events, country=country)
+
+
+def sender_profiles(store: Store, session_id: str | None = None) -> pd.DataFrame:
+    """Sender profiles and classes (see :func:`pstlib.analytics.senders.profile_senders`)."""
+    from pstlib.analytics.senders import profile_senders
+
+    frames = mail_frames(store, session_id)
+    return profile_senders(frames.messages, frames.recipients, owner_address=frames.owner_address)
+
+
+def network_graph(store: Store, session_id: str | None = None) -> nx.DiGraph:
+    """Who writes to whom (see :func:`pstlib.analytics.network.build_graph`)."""
+    from pstlib.analytics.network import build_graph
+
+    frames = mail_frames(store, session_id)
+    return build_graph(frames.messages, frames.recipients)
