@@ -1,0 +1,224 @@
+"""Import benchmark: what the analytics collector costs, and how close an import gets to Dataverse's
+service protection limits.
+
+Figures, in one run:
+
+* (a) collector overhead: the same mbox imported to the *assess* target with collection on and off
+  (``ImportOptions.collect``), alternating, ``--repeats`` times each; the median times compared:
+  ``(on - off) / off`` in percent (target: under 2 %).
+* (b) throughput against the limits: the stand-in (in its own process) configured with Microsoft's
+  published limits (6000 requests, 1200 s of execution and 52 concurrent requests per 300-second
+  window), time-scaled by ``--time-scale``, every operation taking ``--operation-time`` Dataverse
+  seconds of server execution. Each email costs two operations (create, complete), so the most
+  the limits allow is ``min(4 s of execution per second / (2 x operation time), 20 requests per
+  second x 500 emails per request, 52 concurrent / (2 x operation time))`` emails per (scaled)
+  second. The rate achieved is measured after the first window (whose fresh budget would allow a
+  burst above the steady rate) up to the end; the figure is its fraction of that most (target:
+  at least 90 %). Lookups (Message-IDs, contacts) are part of the import and count against it.
+* (c) assess messages/s: the collection-on runs of (a).
+
+Usage: python benchmarks/import.py [--messages 20000] [--repeats 5] [--dv-messages 6000]
+       [--time-scale 0.02] [--operation-time 0.5] [--batch-messages 1000] [--seed 1]
+The last line is JSON with keys collector_overhead_pct, throughput_fraction_of_limit,
+assess_messages_per_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OWNER = "owner@contoso.com"
+SECRET_ENV = "PSTLIB_BENCH_SECRET"
+
+
+def write_mbox(path: Path, count: int, seed: int) -> Path:
+    """``count`` plain messages between the owner and 50 correspondents, a unique Message-ID each."""
+    rng = random.Random(seed)
+    with path.open("w") as out:
+        for n in range(count):
+            other = f"person{rng.randrange(50)}@fabrikam.com"
+            incoming = rng.random() < 0.6
+            sender, to = (other, OWNER) if incoming else (OWNER, other)
+            out.write(
+                f"From {sender} Mon Jan  1 00:00:00 2024\n"
+                f"From: {sender}\nTo: {to}\nSubject: message {n} about {rng.randrange(1000)}\n"
+                f"Date: Mon, 1 Jan 2024 {n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d} +0000\n"
+                f"Message-ID: <bench{seed}.{n}@fabrikam.com>\n\n"
+                + "Some words of a body line.\n" * rng.randrange(2, 12)
+                + "\n"
+            )
+    return path
+
+
+def assess_run(mbox: Path, store_path: Path, collect: bool) -> float:
+    from pstlib.importer.contacts import ContactPolicy, CreateContacts
+    from pstlib.importer.run import ImportOptions, import_mail
+    from pstlib.store import Store
+
+    options = ImportOptions(
+        target="assess",
+        mailbox_owner=OWNER,
+        collect=collect,
+        auto_resume=False,
+        contacts=ContactPolicy(create=CreateContacts.EXTERNAL),
+    )
+    with Store.open(store_path) as store:
+        started = time.perf_counter()
+        import_mail([mbox], store, options, client=None)
+        return time.perf_counter() - started
+
+
+def measure_overhead(work: Path, messages: int, repeats: int, seed: int) -> dict[str, Any]:
+    mbox = write_mbox(work / "assess.mbox", messages, seed)
+    assess_run(mbox, work / "warmup.sqlite", True)  # warm the page cache and the imports
+    on: list[float] = []
+    off: list[float] = []
+    for index in range(repeats):
+        for collect, times in ((True, on), (False, off)) if index % 2 == 0 else (
+            (False, off), (True, on)
+        ):
+            times.append(assess_run(mbox, work / f"assess-{index}-{collect}.sqlite", collect))
+    on_s, off_s = statistics.median(on), statistics.median(off)
+    return {
+        "messages": messages,
+        "collect_on_s": on_s,
+        "collect_off_s": off_s,
+        "collector_overhead_pct": 100.0 * (on_s - off_s) / off_s,
+        "assess_messages_per_s": messages / on_s,
+    }
+
+
+def start_standin(time_scale: float, operation_time: float, seed: int) -> tuple[Any, str]:
+    code = (
+        "from pstlib.standin import StandinConfig, run_standin\n"
+        f"run_standin(config=StandinConfig(time_scale={time_scale}, "
+        f"operation_time_s={operation_time}, seed={seed}))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def measure_throughput(
+    work: Path,
+    messages: int,
+    time_scale: float,
+    operation_time: float,
+    seed: int,
+    batch_messages: int = 1000,
+) -> dict[str, Any]:
+    from pstlib.config import DataverseSettings
+    from pstlib.dataverse import ClientCredentialsTokenProvider, DataverseClient
+    from pstlib.dataverse.throttle import AdaptiveLimits
+    from pstlib.importer.contacts import ContactPolicy, CreateContacts
+    from pstlib.importer.run import ImportOptions, import_mail
+    from pstlib.importer.session import Progress
+    from pstlib.store import Store, load
+
+    mbox = write_mbox(work / "dataverse.mbox", messages, seed + 1)
+    window_s = 300.0 * time_scale
+    op_s = operation_time * time_scale
+    most_per_s = min(
+        (1200.0 / 300.0) / (2 * op_s),  # execution time
+        (6000.0 / window_s) * 500,  # requests, 1000 operations each
+        52 / (2 * op_s),  # concurrency
+    )
+    proc, url = start_standin(time_scale, operation_time, seed)
+    os.environ[SECRET_ENV] = "standin-secret"
+    settings = DataverseSettings(
+        url=url, tenant_id="standin-tenant", client_id="standin-client", secret_env=SECRET_ENV
+    )
+    tokens = ClientCredentialsTokenProvider.for_settings(
+        settings, f"{url}/standin-tenant/oauth2/v2.0/token"
+    )
+    ticks: list[tuple[float, int]] = []
+
+    def tick(progress: Progress) -> None:
+        if progress.outcome == "imported":
+            ticks.append((time.monotonic(), progress.messages))
+
+    options = ImportOptions(
+        mailbox_owner=OWNER,
+        batch_messages=batch_messages,
+        contacts=ContactPolicy(create=CreateContacts.NEVER),
+        auto_resume=False,
+    )
+    limits = AdaptiveLimits(concurrency=8, max_concurrency=48, batch_size=20, max_batch_size=200)
+    try:
+        with Store.open(work / "dataverse.sqlite") as store, DataverseClient(
+            settings, token_provider=tokens, max_concurrency=48, limits=limits
+        ) as client:
+            started = time.monotonic()
+            session_id = import_mail([mbox], store, options, client=client, on_progress=tick)
+            ended = time.monotonic()
+            batches = load.load_batches(store, session_id)
+            imported = int((load.load_messages(store, session_id)["outcome"] == "imported").sum())
+    finally:
+        proc.kill()
+        proc.wait()
+    steady = [(t, n) for t, n in ticks if t >= started + window_s]
+    steady_s = (steady[-1][0] - (started + window_s)) if steady else 0.0
+    rate = sum(n for _, n in steady) / steady_s if steady_s > 0 else 0.0
+    return {
+        "messages": messages,
+        "imported": imported,
+        "elapsed_s": ended - started,
+        "window_s": window_s,
+        "most_emails_per_s": most_per_s,
+        "steady_emails_per_s": rate,
+        "throttled_batches": int((batches["http_status"] == 429).sum()),
+        "throughput_fraction_of_limit": rate / most_per_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="assess mailbox size")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dv-messages", type=int, default=6000, help="dataverse mailbox size")
+    parser.add_argument("--time-scale", type=float, default=0.02)
+    parser.add_argument("--operation-time", type=float, default=0.5, help="Dataverse seconds")
+    parser.add_argument("--batch-messages", type=int, default=1000, help="messages per round")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="pstlib-bench-") as tmp:
+        work = Path(tmp)
+        overhead = measure_overhead(work, args.messages, args.repeats, args.seed)
+        print(f"(a) assess, {overhead['messages']} messages: collection on "
+              f"{overhead['collect_on_s']:.2f} s, off {overhead['collect_off_s']:.2f} s "
+              f"-> overhead {overhead['collector_overhead_pct']:.2f} %")
+        print(f"(c) assess: {overhead['assess_messages_per_s']:.0f} messages/s")
+        throughput = measure_throughput(
+            work, args.dv_messages, args.time_scale, args.operation_time, args.seed,
+            args.batch_messages,
+        )
+        print(f"(b) dataverse, {throughput['imported']}/{throughput['messages']} imported in "
+              f"{throughput['elapsed_s']:.1f} s (window {throughput['window_s']:.1f} s): steady "
+              f"{throughput['steady_emails_per_s']:.1f} emails/s of at most "
+              f"{throughput['most_emails_per_s']:.1f} -> "
+              f"{100 * throughput['throughput_fraction_of_limit']:.1f} % "
+              f"({throughput['throttled_batches']} throttled batches)")
+    print(json.dumps({
+        "collector_overhead_pct": round(overhead["collector_overhead_pct"], 3),
+        "throughput_fraction_of_limit": round(throughput["throughput_fraction_of_limit"], 4),
+        "assess_messages_per_s": round(overhead["assess_messages_per_s"], 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,722 @@
+"""The import session: read → deduplicate → contacts → batches → target, every fate in the store.
+
+:func:`import_mail` reads every mail file under the given paths and, message by message:
+
+1. records non-mail items (contacts, appointments, tasks...) as ``skipped`` with the reason;
+2. deduplicates (:mod:`pstlib.importer.dedupe`): within the session, against earlier sessions in
+   the store, and (dataverse target) against Dataverse by ``messageid``;
+3. collects the rest into batches of ``batch_messages``; per batch, resolves the correspondents'
+   contacts (:mod:`pstlib.importer.contacts`), maps the messages to Dataverse payloads, records
+   them ``pending`` with their deterministic activity ids, sends them with
+   :meth:`DataverseClient.create_emails` and records each one ``imported`` or ``failed``.
+   The *assess* target writes nowhere but the store: messages are recorded ``read``, contacts
+   ``skipped`` with what the policy would do.
+
+All store writes go through the :class:`~pstlib.importer.collector.Collector` (the import thread
+only enqueues). Every ``$batch`` attempt lands in ``batches``, every 429 also as a ``throttled``
+metric (limit code, Retry-After), a heartbeat (``worker_pid``, ``messages_processed``) in
+``metrics``.
+
+Resume. A session stopped at any moment (Ctrl-C, ``kill -9``, a crash, a lost network) continues
+with ``resume=<session_id>``. Without it, and with ``ImportOptions.auto_resume`` (the default),
+running the same command again (same files, same target, same Dataverse URL) resumes the latest
+such session if it is ``interrupted`` or ``failed``, or ``running`` but dead (its worker process
+is gone from this host, or another host's heartbeat is older than ``stale_after_s``); a completed
+one starts a new session (whose messages are then duplicates of it). On resume, messages
+recorded with a final outcome are not sent again; ``pending`` and ``failed`` ones are sent again
+(the client takes "already exists" for success), messages never recorded are read and sent as
+new. Deterministic activity ids make every retried create harmless: nothing twice, nothing lost.
+
+One bad message never stops a session: a message that cannot be mapped or sent is ``failed``
+with the error. When ``max_failed_batches`` batches in a row fail entirely at the target (it is
+unreachable), the session stops as ``interrupted`` with :class:`TargetUnavailableError`, ready to
+be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+
+from pstlib.dataverse import BatchRecord, DataverseClient, MappingOptions, ThrottleEvent
+from pstlib.dataverse.client import OperationResult
+from pstlib.dataverse.mapping import EmailPayload, is_outgoing, map_message
+from pstlib.errors import ConfigError, DataverseError, SourceError
+from pstlib.importer.collector import Collector
+from pstlib.importer.contacts import ContactPolicy, ContactResolver, regarding_address
+from pstlib.importer.dedupe import (
+    Deduplicator,
+    Duplicate,
+    dataverse_duplicates,
+    earlier_imports,
+    item_ref,
+)
+from pstlib.importer.session import (
+    Progress,
+    ProgressCallback,
+    direction_of,
+    file_sha256,
+    summarize,
+)
+from pstlib.models import ItemKind, Message
+from pstlib.sources import discover_sources, open_source
+from pstlib.store import Store, load
+from pstlib.store import schema as tables
+from pstlib.store.schema import Outcome, SessionStatus
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("dataverse", "assess")
+DEFAULT_KINDS = frozenset({ItemKind.MAIL, ItemKind.MEETING, ItemKind.REPORT})
+FINAL = frozenset({Outcome.IMPORTED, Outcome.DUPLICATE, Outcome.SKIPPED, Outcome.READ})
+RETRY = frozenset({Outcome.PENDING, Outcome.FAILED})
+
+
+class TargetUnavailableError(DataverseError):
+    """Several batches in a row failed entirely at the target: the session stops, resumable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """How an import runs. Built at the edge (CLI, notebook parameters) and passed down."""
+
+    target: str = "dataverse"  # dataverse | assess
+    mailbox_owner: str | None = None
+    contacts: ContactPolicy = field(default_factory=ContactPolicy)
+    import_kinds: frozenset[ItemKind] = DEFAULT_KINDS  # other item kinds are skipped
+    batch_messages: int = 100  # messages handed to the client at a time
+    check_dataverse: bool = True  # look up each batch's Message-IDs in Dataverse first
+    set_regarding: bool = True  # Regarding = the correspondent's contact
+    mapping: MappingOptions = field(default_factory=MappingOptions)
+    collect: bool = True  # False: record nothing but the session row (overhead baseline)
+    queue_size: int = 20_000
+    flush_every_s: float = 0.5
+    auto_resume: bool = True
+    stale_after_s: float = 300.0
+    max_failed_batches: int = 3
+    metrics_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r} (valid: {', '.join(TARGETS)})")
+        if self.batch_messages < 1:
+            raise ConfigError("batch_messages must be at least 1")
+        object.__setattr__(self, "import_kinds", frozenset(ItemKind(k) for k in self.import_kinds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as the session row keeps them (JSON-ready)."""
+        policy = self.contacts
+        return {
+            "target": self.target,
+            "mailbox_owner": self.mailbox_owner,
+            "contacts": {
+                "create": policy.create.value,
+                "allow_domains": sorted(policy.allow_domains),
+                "deny_domains": sorted(policy.deny_domains),
+                "internal_domains": sorted(policy.internal_domains),
+            },
+            "import_kinds": sorted(k.value for k in self.import_kinds),
+            "batch_messages": self.batch_messages,
+            "check_dataverse": self.check_dataverse,
+            "set_regarding": self.set_regarding,
+            "max_attachment_bytes": self.mapping.max_attachment_bytes,
+            "collect": self.collect,
+        }
+
+
+def import_mail(
+    paths: Sequence[Path | str],
+    store: Store,
+    options: ImportOptions,
+    *,
+    client: DataverseClient | None,
+    on_progress: ProgressCallback | None = None,
+    resume: str | None = None,
+) -> str:
+    """Import every mail file under ``paths`` into ``options.target``; return the session id.
+
+    ``client`` is required for the dataverse target and ignored (nothing is sent) for assess.
+    ``resume`` continues that session (see the module documentation for automatic resumption).
+    Interrupted (Ctrl-C) the session is marked ``interrupted`` with everything recorded so far and
+    the interrupt is re-raised; any other error marks it ``failed`` and is re-raised. Either way
+    the session document (``summary_json``) is written.
+    """
+    if options.target == "dataverse" and client is None:
+        raise ConfigError("the dataverse target needs a DataverseClient")
+    target_client = client if options.target == "dataverse" else None
+    files = discover_sources([Path(p) for p in paths])
+    identity = session_identity(paths, options.target, target_client)
+    if resume is None and options.auto_resume:
+        resume = find_resumable(store, identity, stale_after_s=options.stale_after_s)
+    if resume is not None:
+        session = store.get_session(resume)
+        if session["target"] != options.target:
+            raise ConfigError(
+                f"session {resume} imported to {session['target']}, not {options.target}"
+            )
+        store.resume_session(resume)
+        session_id = resume
+        log.info("resuming session %s", session_id)
+    else:
+        session_id = store.begin_session(
+            options.target,
+            {**options.to_dict(), **identity, "files": len(files)},
+            mailbox_owner=options.mailbox_owner,
+        )
+    status = SessionStatus.FAILED
+    run = _Run(store, session_id, options, target_client, on_progress, len(files))
+    run.total = known_total(store, files)
+    try:
+        run.start()
+        for index, path in enumerate(files):
+            run.read_source(index, path)
+        run.send_batch()
+        status = SessionStatus.COMPLETED
+    except (KeyboardInterrupt, TargetUnavailableError):
+        status = SessionStatus.INTERRUPTED
+        raise
+    finally:
+        try:
+            run.close()
+        finally:
+            store.end_session(session_id, status, None)
+            store.end_session(session_id, status, summarize(store, session_id).to_dict())
+    return session_id
+
+
+# --- which session to resume ---------------------------------------------------------------------
+
+
+def session_identity(
+    paths: Sequence[Path | str], target: str, client: DataverseClient | None
+) -> dict[str, Any]:
+    """What makes two runs "the same command": the paths, the target and the Dataverse URL."""
+    return {
+        "paths": sorted(str(Path(p).resolve()) for p in paths),
+        "target": target,
+        "dataverse_url": client.settings.url.rstrip("/") if client is not None else None,
+    }
+
+
+def find_resumable(
+    store: Store, identity: dict[str, Any], *, stale_after_s: float = 300.0
+) -> str | None:
+    """The latest session with this identity if it did not complete and no live worker runs it.
+
+    Raises :class:`ConfigError` when that session is still running (its worker is alive).
+    """
+    sessions = load.load_sessions(store)
+    same = sessions[sessions["target"].astype("string") == identity["target"]]
+    wanted = {k: identity[k] for k in ("paths", "dataverse_url")}
+    matching = [
+        row
+        for row in same.itertuples(index=False)
+        if {k: json.loads(str(row.options_json or "{}")).get(k) for k in wanted} == wanted
+    ]
+    if not matching:
+        return None
+    latest = max(matching, key=lambda r: r.started_at_utc)
+    status = str(latest.status)
+    session_id = str(latest.session_id)
+    if status == SessionStatus.COMPLETED:
+        return None
+    if status == SessionStatus.RUNNING and _worker_alive(store, session_id, stale_after_s):
+        raise ConfigError(
+            f"session {session_id} for these files is still running; wait for it, or stop it "
+            "and run the command again to resume it"
+        )
+    return session_id
+
+
+def _worker_alive(store: Store, session_id: str, stale_after_s: float) -> bool:
+    metrics = load.load_metrics(store, session_id)
+    beats = metrics[metrics["name"].astype("string") == "worker_pid"]
+    if beats.empty:
+        return False
+    last = beats.iloc[-1]
+    labels = json.loads(str(last["labels_json"])) if pd.notna(last["labels_json"]) else {}
+    if labels.get("host") == socket.gethostname():
+        return _pid_alive(int(last["value"]))
+    newest = pd.Timestamp(metrics["at_utc"].max())
+    return bool((pd.Timestamp.now(tz="UTC") - newest).total_seconds() < stale_after_s)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this very process: whatever ran the session here has stopped
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+# --- one run of a session ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Item:
+    source_id: int
+    message: Message
+    direction: str
+    recorded: bool  # a row exists already (pending/failed in an earlier run): update it
+
+
+@dataclass(slots=True)
+class _Resumed:
+    """What earlier runs of this session recorded."""
+
+    sources: dict[str, tuple[int, str, int | None]] = field(default_factory=dict)
+    outcomes: dict[tuple[int, str], str] = field(default_factory=dict)
+    read_errors: set[tuple[int, str | None]] = field(default_factory=set)
+    seen: dict[str, str] = field(default_factory=dict)
+    contacts: dict[str, str] = field(default_factory=dict)
+
+
+class _Run:
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        options: ImportOptions,
+        client: DataverseClient | None,
+        on_progress: ProgressCallback | None,
+        file_count: int,
+    ) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.options = options
+        self.client = client
+        self.on_progress = on_progress
+        self.file_count = file_count
+        self.owner = options.mailbox_owner
+        self.collector = Collector(
+            store,
+            session_id,
+            enabled=options.collect,
+            queue_size=options.queue_size,
+            flush_every_s=options.flush_every_s,
+        )
+        self.resumed = _load_resumed(store, session_id)
+        self.dedupe = Deduplicator(
+            earlier_imports(store, exclude_session=session_id), self.resumed.seen
+        )
+        self.contacts = ContactResolver(
+            client,
+            options.contacts,
+            self.owner,
+            self.collector.contact,
+            workers=client.max_concurrency if client is not None else 1,
+            known=self.resumed.contacts,
+        )
+        self.batch: list[_Item] = []
+        self.failed_batches = 0
+        self.processed = 0
+        self.total: int | None = None
+        self.source_path = ""
+        self.source_index = 0
+        self._started = time.monotonic()
+        self._next_metrics = 0.0
+        self._hooks: tuple[Any, Any] | None = None
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.collector.start()
+        self._heartbeat(force=True)
+        if self.client is not None:
+            previous_batch = self.client.on_batch
+            previous_throttle = self.client.throttle.on_throttle
+            self._hooks = (previous_batch, previous_throttle)
+
+            def on_batch(record: BatchRecord) -> None:
+                self.collector.batch(record)
+                if previous_batch is not None:
+                    previous_batch(record)
+
+            def on_throttle(event: ThrottleEvent) -> None:
+                self.collector.metric(
+                    "throttled",
+                    event.retry_after_s,
+                    {"limit_code": event.limit_code or ""},
+                )
+                if previous_throttle is not None:
+                    previous_throttle(event)
+
+            self.client.on_batch = on_batch
+            self.client.throttle.on_throttle = on_throttle
+
+    def close(self) -> None:
+        if self.client is not None and self._hooks is not None:
+            self.client.on_batch, self.client.throttle.on_throttle = self._hooks
+        self._heartbeat(force=True)
+        self.collector.close()
+
+    def _heartbeat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_metrics:
+            return
+        self._next_metrics = now + self.options.metrics_every_s
+        elapsed = max(now - self._started, 1e-9)
+        self.collector.metric("worker_pid", os.getpid(), {"host": socket.gethostname()})
+        self.collector.metric("messages_processed", self.processed)
+        self.collector.metric("messages_per_s", self.processed / elapsed)
+        self.collector.metric("collector_backlog", self.collector.backlog)
+
+    def _tick(self, outcome: Outcome | None, count: int = 1, *, failed: bool = False) -> None:
+        self.processed += count
+        if self.on_progress is not None and (count or failed):
+            self.on_progress(
+                Progress(
+                    self.source_path,
+                    self.source_index,
+                    self.file_count,
+                    count,
+                    failed=failed,
+                    total=self.total,
+                    outcome=outcome.value if outcome is not None else None,
+                )
+            )
+        self._heartbeat()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def read_source(self, index: int, path: Path) -> None:
+        self.source_path, self.source_index = str(path), index
+        known = self.resumed.sources.get(str(path))
+        size = path.stat().st_size
+        try:
+            source = open_source(path)
+        except SourceError as err:
+            log.warning("%s", err)
+            source_id = (
+                known[0] if known else self.store.add_source(
+                    self.session_id, str(path), "unknown", size, None
+                )
+            )
+            if not known:
+                self.collector.error("open", err, source_id=source_id)
+            self.collector.finish_source(source_id, "failed", 0, str(err))
+            self._tick(None, 0, failed=True)
+            return
+        try:
+            if known is None:
+                source_id = self.store.add_source(
+                    self.session_id, str(path), source.kind, size, file_sha256(path)
+                )
+            else:
+                source_id = known[0]
+                if self._source_done(source_id, known):
+                    self._tick(None, known[2] or 0)
+                    return
+            found = 0
+            for result in source:
+                found += 1
+                if isinstance(result, SourceError):
+                    self._read_error(source_id, result)
+                    continue
+                self._message(source_id, result)
+            self.collector.finish_source(source_id, "read", found)
+        finally:
+            source.close()
+
+    def _source_done(self, source_id: int, known: tuple[int, str, int | None]) -> bool:
+        """Read completely in an earlier run, every item with a final outcome: nothing to do."""
+        _, status, items_found = known
+        if status != "read" or items_found is None:
+            return False
+        final = sum(
+            1
+            for (sid, _), outcome in self.resumed.outcomes.items()
+            if sid == source_id and outcome in FINAL
+        )
+        errors = sum(1 for sid, _ in self.resumed.read_errors if sid == source_id)
+        return final + errors >= items_found
+
+    def _read_error(self, source_id: int, err: SourceError) -> None:
+        if (source_id, err.item) not in self.resumed.read_errors:
+            self.collector.error("read", err, source_id=source_id, item=err.item)
+        self._tick(Outcome.FAILED, 1, failed=True)
+
+    def _message(self, source_id: int, msg: Message) -> None:
+        before = self.resumed.outcomes.get((source_id, msg.item_id))
+        if before in FINAL:
+            self._tick(Outcome(before), 1)
+            return
+        recorded = before is not None
+        direction = direction_of(msg, self.owner)
+        item = _Item(source_id, msg, direction, recorded)
+        kind = msg.kind
+        if kind not in self.options.import_kinds:
+            detail = f"not mail: {kind.value} ({msg.message_class})"
+            self._record(item, Outcome.SKIPPED, detail)
+            return
+        duplicate = self.dedupe.check(
+            msg.dedupe_key, item_ref(self.session_id, source_id, msg.item_id)
+        )
+        if duplicate is not None:
+            self._record_duplicate(item, duplicate)
+            return
+        if self.client is None:  # assess: what would be sent, and the contacts it would need
+            self.contacts.resolve([msg])
+            self._record(item, Outcome.READ)
+            return
+        self.batch.append(item)
+        if len(self.batch) >= self.options.batch_messages:
+            self.send_batch()
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        item: _Item,
+        outcome: Outcome,
+        detail: str | None = None,
+        *,
+        duplicate_of: str | None = None,
+        activity_id: str | None = None,
+        dataverse_id: str | None = None,
+        tick: bool = True,
+    ) -> None:
+        if item.recorded:
+            self.collector.update(
+                [
+                    {
+                        "source_id": item.source_id,
+                        "item_id": item.message.item_id,
+                        "outcome": outcome.value,
+                        "outcome_detail": detail,
+                        "duplicate_of": duplicate_of,
+                        "activity_id": activity_id,
+                        "dataverse_id": dataverse_id,
+                    }
+                ]
+            )
+        else:
+            self.collector.message(
+                item.source_id,
+                item.message,
+                outcome,
+                detail,
+                direction=item.direction,
+                duplicate_of=duplicate_of,
+                activity_id=activity_id,
+                dataverse_id=dataverse_id,
+            )
+            item.recorded = True
+        if tick:
+            self._tick(outcome, 1, failed=outcome is Outcome.FAILED)
+
+    def _record_duplicate(self, item: _Item, duplicate: Duplicate) -> None:
+        self._record(
+            item, Outcome.DUPLICATE, duplicate.kind.value, duplicate_of=duplicate.duplicate_of
+        )
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send_batch(self) -> None:
+        """Send the collected batch (dataverse target); record every message's fate."""
+        batch, self.batch = self.batch, []
+        if not batch or self.client is None:
+            return
+        client = self.client
+        try:
+            if self.options.check_dataverse:
+                found = dataverse_duplicates(client, [i.message for i in batch])
+                for item in [i for i in batch if i.message.dedupe_key in found]:
+                    self._record_duplicate(item, found[item.message.dedupe_key])
+                batch = [i for i in batch if i.message.dedupe_key not in found]
+            contacts = self.contacts.resolve([i.message for i in batch])
+        except DataverseError as err:
+            self._batch_failed(batch, "dedupe", err)
+            return
+        prepared: list[tuple[_Item, EmailPayload]] = []
+        for item in batch:
+            try:
+                payload = self._payload(item.message, contacts)
+            except Exception as err:  # one bad message never stops the session
+                log.warning("cannot map %s item %s: %s", item.message.source_path,
+                            item.message.item_id, err)
+                self.collector.error("send", err, source_id=item.source_id,
+                                     item=item.message.item_id)
+                self._record(item, Outcome.FAILED, f"map: {type(err).__name__}: {err}")
+                continue
+            self._record(
+                item, Outcome.PENDING, activity_id=payload.activity_id, tick=False
+            )
+            prepared.append((item, payload))
+        if not prepared:
+            return
+        try:
+            results = client.create_emails([p for _, p in prepared])
+        except DataverseError as err:
+            self._batch_failed([i for i, _ in prepared], "send", err)
+            return
+        self._acknowledge(prepared, results)
+
+    def _payload(self, message: Message, contacts: dict[str, str]) -> EmailPayload:
+        regarding = None
+        if self.options.set_regarding:
+            outgoing = is_outgoing(message, self.owner)
+            address = regarding_address(message, self.owner, outgoing)
+            regarding = contacts.get(address) if address else None
+        return map_message(
+            message,
+            mailbox_owner=self.owner,
+            contacts=contacts,
+            regarding_contact_id=regarding,
+            options=self.options.mapping,
+        )
+
+    def _acknowledge(
+        self, prepared: list[tuple[_Item, EmailPayload]], results: list[OperationResult]
+    ) -> None:
+        ok = 0
+        for (item, payload), result in zip(prepared, results, strict=True):
+            if result.ok:
+                ok += 1
+                detail = "created" if result.created else "existed"
+                if payload.skipped_attachments:
+                    detail += "; attachments not imported: " + ", ".join(
+                        f"{s.filename} ({s.reason})" for s in payload.skipped_attachments
+                    )
+                self._record(
+                    item,
+                    Outcome.IMPORTED,
+                    detail,
+                    activity_id=payload.activity_id,
+                    dataverse_id=result.activity_id,
+                )
+                continue
+            error = DataverseError(
+                result.status or 0, result.error_code or "error", result.error_message
+            )
+            self.collector.error(
+                "send", error, source_id=item.source_id, item=item.message.item_id
+            )
+            self._record(
+                item, Outcome.FAILED, f"send: {error}", activity_id=payload.activity_id
+            )
+        transient = all(
+            not r.ok and (r.status is None or r.status == 429 or r.status >= 500)
+            for r in results
+        )
+        self._count_batch(ok == 0 and transient)
+
+    def _batch_failed(self, batch: list[_Item], stage: str, err: DataverseError) -> None:
+        log.warning("batch of %d message(s) failed at %s: %s", len(batch), stage, err)
+        self.collector.error(stage, err)
+        for item in batch:
+            self._record(item, Outcome.FAILED, f"{stage}: {err}")
+        self._count_batch(True)
+
+    def _count_batch(self, failed_entirely: bool) -> None:
+        self.failed_batches = self.failed_batches + 1 if failed_entirely else 0
+        if self.failed_batches >= self.options.max_failed_batches:
+            raise TargetUnavailableError(
+                0,
+                "target_unavailable",
+                f"{self.failed_batches} batches in a row failed at the target; the session "
+                f"stops here and can be resumed ({self.session_id})",
+            )
+
+
+def _load_resumed(store: Store, session_id: str) -> _Resumed:
+    """Sources, outcomes, read errors, first copies and contacts an earlier run recorded."""
+    state = _Resumed()
+    sources = load.load_sources(store, session_id)
+    if sources.empty:
+        return state
+    counts = sources["items_found"].astype("Int64")
+    for path, source_id, status, found in zip(
+        sources["path"], sources["source_id"], sources["status"], counts, strict=True
+    ):
+        state.sources[str(path)] = (
+            int(source_id), str(status), None if pd.isna(found) else int(found)
+        )
+    rows = load.load_messages(
+        store, session_id, columns=["source_id", "item_id", "dedupe_key", "outcome"]
+    )
+    outcomes = rows["outcome"].astype("string")
+    state.outcomes = dict(
+        zip(
+            zip(rows["source_id"].astype(int), rows["item_id"].astype(str), strict=True),
+            outcomes.astype(str),
+            strict=True,
+        )
+    )
+    first = rows[outcomes.isin([o.value for o in (*RETRY, Outcome.IMPORTED, Outcome.READ)])]
+    state.seen = {
+        str(key): item_ref(session_id, int(source), str(item))
+        for key, source, item in zip(
+            first["dedupe_key"], first["source_id"], first["item_id"], strict=True
+        )
+    }
+    errors = load.load_errors(store, session_id)
+    read = errors[errors["stage"].astype("string") == "read"]
+    state.read_errors = {
+        (int(s), None if pd.isna(i) else str(i))
+        for s, i in zip(read["source_id"], read["item"], strict=True)
+        if pd.notna(s)
+    }
+    contacts = load.load_contacts(store, session_id)
+    resolved = contacts[
+        contacts["action"].astype("string").isin(["matched", "created"])
+        & contacts["dataverse_id"].notna()
+    ]
+    state.contacts = dict(
+        zip(resolved["address"].astype(str), resolved["dataverse_id"].astype(str), strict=True)
+    )
+    return state
+
+
+def known_total(store: Store, files: Sequence[Path]) -> int | None:
+    """Items in ``files`` as an earlier session counted them (same path and size), if all known."""
+    table = tables.sources
+    total = 0
+    with store.engine.connect() as conn:
+        for path in files:
+            found = conn.execute(
+                select(table.c.items_found)
+                .where(
+                    (table.c.path == str(path))
+                    & (table.c.size_bytes == path.stat().st_size)
+                    & table.c.items_found.is_not(None)
+                )
+                .order_by(table.c.source_id.desc())
+                .limit(1)
+            ).scalar()
+            if found is None:
+                return None
+            total += int(found)
+    return total
+
+
+__all__ = [
+    "ImportOptions",
+    "TargetUnavailableError",
+    "find_resumable",
+    "import_mail",
+    "known_total",
+    "session_identity",
+]
