@@ -158,6 +158,7 @@ def token_provider_for(
     settings: DataverseSettings, *, token_url: str | None = None, http: httpx.Client | None = None
 ) -> TokenProvider:
     """MSAL for the tenant; the direct form post when a ``token_url`` is given (the stand-in)."""
+    token_url = token_url or settings.token_url
     if token_url:
         return ClientCredentialsTokenProvider.for_settings(settings, token_url, http=http)
     return MsalTokenProvider(settings)
