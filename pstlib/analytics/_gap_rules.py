@@ -14,7 +14,9 @@ from pstlib.analytics._timeline_model import (
     MAILBOX,
     StreamFit,
     StreamGrid,
+    cells_of,
     evaluate_runs,
+    runs_of,
 )
 
 # stream family → the kind of gap a run in it suggests, before the window's directions are compared
@@ -89,16 +91,24 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     keys = grid.keys
     mailbox_out = keys["contact_address"].eq(MAILBOX) & keys["stream"].eq("outgoing")
     out_rows = np.flatnonzero(mailbox_out.to_numpy())
-    low = runs[runs["significant"] & runs["stream"].isin(out_rows)]
+    # the owner sends nothing on vacation (auto-replies aside): silent runs, not merely sparse ones
+    low = runs[runs["significant"] & runs["stream"].isin(out_rows) & runs["method"].eq("zero")]
     columns = ["start", "end", "business_days", "sent_expected", "sent_observed",
                "received_ratio", "auto_replies", "evidence"]
     if low.empty:
         return pd.DataFrame(columns=columns)
-    merged = (
-        cluster_windows(low, "stream")
-        .groupby("cluster")
-        .agg(first_day=("cluster_first", "first"), last_day=("cluster_last", "first"))
-    )
+    # the owner's quiet days, less those on which received mail stopped too (a lost file, not a
+    # vacation: an archive gap next to a vacation must not merge into it)
+    in_rows = np.flatnonzero((keys["contact_address"].eq(MAILBOX)
+                              & keys["stream"].isin(["incoming", "all"])).to_numpy())
+    lost = runs[runs["significant"] & runs["stream"].isin(in_rows)]
+    n_days = len(grid.days)
+    quiet = cells_of(low.assign(stream=0), (1, n_days))[0]
+    lost_days = cells_of(lost.assign(stream=0), (1, n_days))[0]
+    _, run_first, run_last = runs_of((quiet & ~lost_days)[None, :])
+    if len(run_first) == 0:
+        return pd.DataFrame(columns=columns)
+    merged = pd.DataFrame({"first_day": run_first, "last_day": run_last})
     first, last = trim_to_business_days(grid, merged["first_day"].to_numpy(),
                                         merged["last_day"].to_numpy())
     mailbox = pd.Series([MAILBOX] * len(merged))
@@ -128,7 +138,7 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
 
 
 def classify_clusters(
-    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float
+    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float, threshold: float
 ) -> pd.DataFrame:
     """One row per cluster of overlapping significant runs of a contact, with its kind.
 
@@ -183,7 +193,8 @@ def classify_clusters(
     folder_rows = stream_row_parts(grid, contact, per["folder_path"])
     rows = np.where(per["kind"].eq("folder") & (folder_rows >= 0), folder_rows, rows)
     per = per.assign(stream=rows)[rows >= 0]
-    evaluated = evaluate_runs(grid, fit, per.reset_index(drop=True), alpha=alpha)
+    evaluated = evaluate_runs(grid, fit, per.reset_index(drop=True), alpha=alpha,
+                              threshold=threshold)
     return evaluated[evaluated["significant"]].reset_index(drop=True)
 
 

@@ -53,6 +53,19 @@ class StreamGrid:
     def family(self) -> np.ndarray:
         return np.asarray(pd.Categorical(self.keys["stream"], categories=FAMILIES).codes)
 
+    @property
+    def tested(self) -> np.ndarray:
+        """Streams scanned for gaps: all but auto-replies, and a contact's folder streams only
+        when it has mail in three folders or more (with just an inbox and a sent folder, a
+        folder's gap is the incoming or outgoing stream's, which is tested on its own)."""
+        family = self.family
+        folder = family == FAMILIES.index("folder")
+        folders = (
+            pd.Series(folder).groupby(self.keys["contact_address"].to_numpy()).transform("sum")
+        ).to_numpy()
+        tested: np.ndarray = (family != FAMILIES.index("auto_reply")) & (~folder | (folders >= 3))
+        return tested
+
 
 @dataclass(frozen=True)
 class StreamFit:
@@ -62,7 +75,7 @@ class StreamFit:
     phi: FloatArray  # NB dispersion per stream
     rate_business: FloatArray  # mean expected count per business day in the span
     effective_days: FloatArray  # how many silences the stream has: places a run could start
-    tempering: FloatArray  # in (0, 1]: how much slower silences end than independent days predict
+    silence_dispersion: FloatArray  # a day is silent with probability (1 + φ·mu)^(-1/φ)
 
 
 def event_days(events: pd.DataFrame, timezone: str) -> pd.Series:
@@ -200,7 +213,8 @@ def fit_streams(
 
     # holiday and vacation factors per stream, shrunk towards the factor of the stream's family
     family = grid.family
-    usable = grid.span & ~exclude
+    # a vacation's days teach its factor even where a run was excluded (the run is the vacation)
+    usable = grid.span & (~exclude | vacation[None, :])
     special = np.ones_like(base)
     for day_kind in (holiday, quiet, vacation):  # three kinds of special day
         cells = usable & day_kind
@@ -222,25 +236,62 @@ def fit_streams(
 
     business = grid.days["is_business_day"].to_numpy()[None, :] & grid.span
     rate_business = np.where(business, mu, 0.0).sum(axis=1) / np.maximum(business.sum(axis=1), 1)
-    # Mail comes in threads, so silent days cluster: a silence ends less often than independent
-    # days predict. ``tempering`` is the observed number of silence endings over the model's
-    # expectation on the fitted cells (capped at 1, shrunk towards the pooled ratio); probabilities
-    # of silent runs are raised to that power.
-    log_zero = np.where(phi[:, None] > 1e-9,
-                        -np.log1p(phi[:, None] * mu) / np.maximum(phi[:, None], 1e-9), -mu)
-    silent_today = (y[:, :-1] == 0) & fit_days[:, :-1] & fit_days[:, 1:]
-    ended = (silent_today & (y[:, 1:] > 0)).sum(axis=1)
-    expected_ends = np.where(silent_today, -np.expm1(log_zero[:, 1:]), 0.0).sum(axis=1)
-    pooled = min(float(ended.sum() / max(expected_ends.sum(), 1e-9)), 1.0)
-    tempering = np.clip((ended + 5.0 * pooled) / (expected_ends + 5.0), 0.05, 1.0)
+    # fitted on business days, where a silence's probability matters (weekend days have little mail)
+    business_day = grid.days["is_business_day"].to_numpy()[None, :]
+    silence_dispersion = fit_silence_dispersion(mu, y > 0, fit_days & business_day)
     # each silence (a day with mail followed by one without) is a place a run could start
     starts = ((y[:, :-1] > 0) & (y[:, 1:] == 0) & grid.span[:, 1:]).sum(axis=1)
     effective_days = starts.astype(float) + 1.0
     return StreamFit(mu=mu, phi=phi, rate_business=rate_business, effective_days=effective_days,
-                     tempering=tempering)
+                     silence_dispersion=silence_dispersion)
 
 
-def _runs(flags: BoolArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def log_silence(mu: FloatArray, phi: FloatArray) -> FloatArray:
+    """``ln P(no mail)`` on a day with ``mu`` expected messages: ``-ln(1 + phi·mu)/phi``.
+
+    The zero of a negative binomial (gamma-mixed Poisson) with dispersion ``phi``; ``-mu`` for
+    Poisson mail (``phi → 0``). Broadcasts ``phi`` against ``mu``.
+    """
+    phi = np.maximum(phi, 1e-6)
+    out: FloatArray = -np.log1p(phi * mu) / phi
+    return out
+
+
+def fit_silence_dispersion(
+    mu: FloatArray, active: BoolArray, cells: BoolArray, *, iterations: int = 40,
+    bounds: tuple[float, float] = (1e-3, 50.0),
+) -> FloatArray:
+    """Per stream, the ``phi`` with which ``P(no mail on day d) = (1 + phi·mu)^(-1/phi)`` fits the
+    days with mail.
+
+    Mail comes in threads and bursts: ten expected messages may be two conversations on a busy
+    day, so silent days are far more common than a Poisson count of messages predicts, and the
+    more so the busier the day. The zero of a negative binomial has that shape. ``phi`` solves
+    ``Σ 1 - P(no mail) = A - sd(A) - 1/2`` over the fitted ``cells``, ``A`` the days with mail
+    among them and ``sd(A)`` its binomial standard deviation: a standard deviation fewer active days
+    than seen, so ``phi`` errs high and silences look, if anything, less improbable than they
+    are. Bisection in log phi, all streams at once.
+    """
+    active_days = np.where(cells, active, False).sum(axis=1).astype(float)
+    n_days = np.where(cells & (mu > 0), True, False).sum(axis=1).astype(float)
+    share = active_days / np.maximum(n_days, 1.0)
+    spread = np.sqrt(n_days * share * (1 - share))  # binomial standard deviation of A
+    target = np.maximum(active_days - spread - 0.5, 0.5 * active_days)
+    m = np.where(cells, mu, 0.0)
+    lo = np.full(len(mu), np.log(bounds[0]))
+    hi = np.full(len(mu), np.log(bounds[1]))
+    for _ in range(iterations):  # fixed bisection steps, every stream at once
+        mid = (lo + hi) / 2
+        p_active = -np.expm1(log_silence(m, np.exp(mid)[:, None]))
+        expected_active = np.where(cells, p_active, 0.0).sum(axis=1)
+        too_many = expected_active > target  # too many active days expected: raise phi
+        lo = np.where(too_many, mid, lo)
+        hi = np.where(too_many, hi, mid)
+    phi: FloatArray = np.exp((lo + hi) / 2)
+    return phi
+
+
+def runs_of(flags: BoolArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximal runs of True along axis 1: (row, first column, last column) of each run."""
     n_rows = flags.shape[0]
     padded = np.concatenate([np.zeros((n_rows, 1), bool), flags, np.zeros((n_rows, 1), bool)], 1)
@@ -261,7 +312,7 @@ def _cusum_segments(
     cum = np.cumsum(llr, axis=1)
     score = cum - np.minimum(np.minimum.accumulate(cum, axis=1), 0.0)
     positive = score > 1e-9
-    rows, firsts, lasts = _runs(positive)
+    rows, firsts, lasts = runs_of(positive)
     if len(rows) == 0:
         return rows, firsts, lasts
     # the peak of each excursion: argmax of score within [first, last]
@@ -282,27 +333,31 @@ def _cumulative(values: FloatArray) -> FloatArray:
     return np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
 
 
-def find_candidates(
-    grid: StreamGrid, fit: StreamFit, *, alpha: float, partial_ratio: float
-) -> pd.DataFrame:
+def find_candidates(grid: StreamGrid, fit: StreamFit, *, threshold: float,
+                    partial_ratio: float) -> pd.DataFrame:
     """Candidate low runs of every stream: ``stream, first_day, last_day, method``.
 
-    Two scans: runs of days without mail (``method='zero'``, every stream but auto-replies), and
-    CUSUM segments where the rate looks like ``partial_ratio`` of the expected (``method='sparse'``,
-    the ``all`` streams and the mailbox's two directions). A run that touches its stream's first or
+    Two scans: runs of days without mail (``method='zero'``, every tested stream), and
+    CUSUM segments of the days with mail where the rate looks like ``partial_ratio`` of the
+    expected (``method='sparse'``, the ``all`` streams and the mailbox's two directions), kept when
+    their log likelihood ratio reaches ``ln(1/threshold)``. A run that touches its stream's first or
     last day has only one flank and is no candidate.
     """
     y, mu, span = grid.counts, fit.mu, grid.span
     family = grid.family
-    scanned = family != FAMILIES.index("auto_reply")
-    zero_rows, zero_first, zero_last = _runs((y == 0) & span & scanned[:, None])
+    zero_rows, zero_first, zero_last = runs_of((y == 0) & span & grid.tested[:, None])
     sparse_family = (family == FAMILIES.index("all")) | (
         grid.keys["contact_address"].eq(MAILBOX).to_numpy()
         & np.isin(family, [FAMILIES.index("incoming"), FAMILIES.index("outgoing")])
     )
-    llr = np.where(span & sparse_family[:, None],
-                   y * np.log(partial_ratio) + (1 - partial_ratio) * mu, 0.0)
-    sparse_rows, sparse_first, sparse_last = _cusum_segments(llr, np.log(1 / alpha))
+    # the days with mail: Bernoulli with P(silent) at the expected rate against at a share of it
+    phi = fit.silence_dispersion[:, None]
+    log0, log1 = log_silence(mu, phi), log_silence(partial_ratio * mu, phi)
+    p0, p1 = -np.expm1(log0), -np.expm1(log1)
+    llr_active = np.log(np.maximum(p1, 1e-300) / np.maximum(p0, 1e-300))
+    llr = np.where(span & sparse_family[:, None] & (mu > 0),
+                   np.where(y > 0, llr_active, log1 - log0), 0.0)
+    sparse_rows, sparse_first, sparse_last = _cusum_segments(llr, np.log(1 / threshold))
     cand = pd.DataFrame(
         {
             "stream": np.concatenate([zero_rows, sparse_rows]),
@@ -319,18 +374,35 @@ def find_candidates(
 
 
 def floor_business_days(
-    rate_business: FloatArray, phi: FloatArray, alpha: float, tempering: FloatArray | float = 1.0
+    rate_business: FloatArray, silence_dispersion: FloatArray, threshold: float | FloatArray
 ) -> FloatArray:
-    """Business days of silence needed before a run is improbable at level ``alpha``.
+    """Business days of silence needed before a run is improbable at level ``threshold``.
 
-    Under the negative binomial a silent business day has probability ``(1 + phi·λ)^(-1/phi)``, so
-    ``n`` silent days fall below ``alpha`` when ``n > phi·ln(1/alpha) / ln(1 + phi·λ)``; for
-    ``phi → 0`` (Poisson) this is the familiar ``ln(1/alpha) / λ``.
+    A business day with ``λ`` expected messages is silent with probability ``(1 + φ·λ)^(-1/φ)``
+    (φ the stream's silence dispersion), so ``n`` silent days fall below ``threshold`` when ``n >
+    ln(1/threshold)·φ / ln(1 + φ·λ)``: the familiar ``ln(1/α)/λ`` for Poisson mail (φ → 0), longer
+    for mail that comes in threads and with the multiple-testing threshold of a whole mailbox.
     """
-    lam = np.maximum(rate_business, 1e-12)
-    per_day = np.where(phi > 1e-9, np.log1p(phi * lam) / np.maximum(phi, 1e-9), lam)
-    floor: FloatArray = np.log(1 / alpha) / (per_day * tempering)
+    per_day = np.maximum(-log_silence(rate_business, silence_dispersion), 1e-12)
+    floor: FloatArray = np.log(1 / np.asarray(threshold, dtype=float)) / per_day
     return floor
+
+
+def mailbox_threshold(probability: FloatArray, places: float, alpha: float) -> float:
+    """The per-run probability below which a run is a gap: Benjamini-Hochberg at level ``alpha``.
+
+    ``probability`` holds the chance-probabilities of the candidate runs of a whole mailbox, and
+    ``places`` the number of places a run could have started in all its tested streams (the sum of
+    their silences). The threshold is ``alpha·k/places`` with ``k`` the largest rank whose
+    probability is within it (``alpha/places``, Bonferroni, when none is): the expected share of
+    chance runs among the gaps reported stays below ``alpha``.
+    """
+    m = max(float(places), 1.0)
+    ordered = np.sort(np.asarray(probability, dtype=float))
+    ranks = np.arange(1, len(ordered) + 1)
+    passing = np.flatnonzero(ordered <= alpha * ranks / m)
+    k = int(passing[-1]) + 1 if len(passing) else 1
+    return alpha * k / m
 
 
 def evaluate_runs(
@@ -339,25 +411,33 @@ def evaluate_runs(
     runs: pd.DataFrame,
     *,
     alpha: float,
+    threshold: float | None = None,
     exclude: BoolArray | None = None,
     flank_days: int = 28,
-    partial_ratio: float = 0.25,
+    max_ratio: float = 0.5,
 ) -> pd.DataFrame:
     """Add each run's expected and observed counts, probability and verdict.
 
     A run's expected count is scaled by the lower of its two flanks' observed/expected ratios (the
     ``flank_days`` before and after, leaving out ``exclude``d cells), so that a level change at a
-    run's edge does not make a gap. ``probability`` is P(X <= observed) for X negative binomial with
-    the run's mean and variance (moment-matched sum of the days); ``probability_anywhere`` is the
-    chance of so improbable a run somewhere in the stream's timeline, ``1 - (1 - p)^N`` with ``N``
-    the stream's effective number of days. A run is ``significant`` when ``probability_anywhere <
-    alpha``, it lasts at least the stream's floor of business days, and it holds at most twice
-    ``partial_ratio`` of the (flank-scaled) expected messages.
+    run's edge does not make a gap. ``probability`` is the chance of so few days with mail in the
+    window: a day is silent with probability ``(1 + φ·scale·mu)^(-1/φ)`` independently of the
+    others (:func:`fit_silence_dispersion`), a silent run with their product, and a run with ``A``
+    days with mail the
+    binomial ``P(X <= A)`` with the same mean (which errs on the cautious side: its tail is the
+    heavier). ``probability_anywhere`` is the chance of so improbable a run somewhere in the
+    stream's timeline, ``1 - (1 - p)^N`` with ``N`` the stream's number of silences. A run is
+    ``significant`` when ``probability <= threshold`` and it holds at most ``max_ratio`` of the
+    (flank-scaled) expected messages. Without a ``threshold``, it is the mailbox's
+    Benjamini-Hochberg threshold at ``alpha`` over these runs (:func:`mailbox_threshold`); either
+    way it is returned in the column ``threshold``.
     """
     y, mu, span = grid.counts, fit.mu, grid.span
     exclude = np.zeros_like(span) if exclude is None else exclude
     s, a, b = (runs[c].to_numpy().astype(np.int64) for c in ("stream", "first_day", "last_day"))
-    cum_y, cum_mu, cum_mu2 = _cumulative(y), _cumulative(mu), _cumulative(mu**2)
+    cum_y, cum_mu = _cumulative(y), _cumulative(mu)
+    cum_active = _cumulative((y > 0).astype(float))
+    cum_days = _cumulative((span & (mu > 0)).astype(float))
     usable = span & ~exclude
     cum_uy, cum_umu = _cumulative(np.where(usable, y, 0.0)), _cumulative(np.where(usable, mu, 0.0))
     n = y.shape[1]
@@ -373,16 +453,18 @@ def evaluate_runs(
     left, right = ratio(left_lo, a), ratio(b + 1, right_hi)
     expected = cum_mu[s, b + 1] - cum_mu[s, a]
     observed = cum_y[s, b + 1] - cum_y[s, a]
-    scale = np.minimum(left, right)
+    scale = np.minimum(np.minimum(left, right), 1.0)
     expected_test = expected * scale
-    extra_var = fit.phi[s] * scale**2 * (cum_mu2[s, b + 1] - cum_mu2[s, a])
-    probability = _nb_cdf(observed, expected_test, extra_var) ** fit.tempering[s]
+    probability = _active_day_probability(grid, fit, s, a, b, scale, cum_active, cum_days)
     p = np.minimum(probability, 1 - 1e-16)
     anywhere = -np.expm1(fit.effective_days[s] * np.log1p(-p))
     cum_business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
     business_days = cum_business[b + 1] - cum_business[a]
-    floor = floor_business_days(fit.rate_business[s], fit.phi[s], alpha, fit.tempering[s])
-    sparse_enough = observed <= 2 * partial_ratio * expected_test
+    sparse_enough = observed <= max_ratio * expected_test
+    if threshold is None:
+        places = fit.effective_days[grid.tested].sum()
+        threshold = mailbox_threshold(probability[sparse_enough], places, alpha)
+    floor = floor_business_days(fit.rate_business[s], fit.silence_dispersion[s], threshold)
     return runs.assign(
         expected_messages=expected * (left + right) / 2,
         expected_test=expected_test,
@@ -391,17 +473,30 @@ def evaluate_runs(
         probability_anywhere=anywhere,
         business_days=business_days,
         floor_business_days=floor,
-        significant=(anywhere < alpha) & (business_days >= floor) & sparse_enough,
+        threshold=threshold,
+        significant=(probability <= threshold) & sparse_enough & (business_days > 0),
     )
 
 
-def _nb_cdf(observed: FloatArray, mean: FloatArray, extra_var: FloatArray) -> FloatArray:
-    """P(X <= observed), X negative binomial with ``mean`` and variance ``mean + extra_var``."""
-    mean = np.maximum(mean, 1e-12)
-    overdispersed = extra_var > 1e-9 * mean
-    size = np.where(overdispersed, mean**2 / np.maximum(extra_var, 1e-300), 1.0)
-    nb = stats.nbinom.cdf(observed, size, size / (size + mean))
-    out: FloatArray = np.where(overdispersed, nb, stats.poisson.cdf(observed, mean))
+def _active_day_probability(
+    grid: StreamGrid, fit: StreamFit, s: np.ndarray, a: np.ndarray, b: np.ndarray,
+    scale: FloatArray, cum_active: FloatArray, cum_days: FloatArray,
+) -> FloatArray:
+    """P(at most the observed number of days with mail in ``a..b``) for each run (see above)."""
+    active = cum_active[s, b + 1] - cum_active[s, a]
+    days = np.maximum(cum_days[s, b + 1] - cum_days[s, a], 1.0)
+    # the runs' own days, gathered flat (a run's scale differs from its neighbours')
+    lengths = (b - a + 1).astype(np.int64)
+    run_id = np.repeat(np.arange(len(s)), lengths)
+    cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols = cols + np.repeat(a, lengths)
+    mu_cells = fit.mu[np.repeat(s, lengths), cols] * scale[run_id]
+    log0 = log_silence(mu_cells, fit.silence_dispersion[s][run_id])
+    expected_active = np.bincount(run_id, weights=-np.expm1(log0), minlength=len(s))
+    silent = np.exp(np.bincount(run_id, weights=log0, minlength=len(s)))  # exact without mail
+    mean_p = np.clip(expected_active / days, 0.0, 1.0)
+    binomial = stats.binom.cdf(active, days, mean_p)
+    out: FloatArray = np.where(active <= 0, silent, np.maximum(binomial, silent))
     return out
 
 

@@ -182,6 +182,7 @@ class _Analysis:
     fit: StreamFit
     runs: pd.DataFrame  # every candidate run of the last pass, evaluated
     vacations: pd.DataFrame  # declared and inferred
+    threshold: float  # the mailbox's probability threshold for a gap (Benjamini-Hochberg)
 
 
 def _analyse(
@@ -202,7 +203,8 @@ def _analyse(
 
     def one_pass(exclude: np.ndarray) -> tuple[StreamFit, pd.DataFrame]:
         fit = fit_streams(grid, exclude)
-        runs = find_candidates(grid, fit, alpha=alpha, partial_ratio=0.25)
+        places = fit.effective_days[grid.tested].sum()
+        runs = find_candidates(grid, fit, threshold=alpha / places, partial_ratio=0.25)
         return fit, evaluate_runs(grid, fit, runs, alpha=alpha, exclude=exclude)
 
     nothing = np.zeros_like(grid.span)
@@ -217,10 +219,19 @@ def _analyse(
                                             vacations=every[["start", "end"]]))
         vacation_days = grid.days["is_vacation"].to_numpy()
         runs = runs[~_overlaps_days(runs, vacation_days) | ~runs["significant"]]
-    for _ in range(2):  # refit twice without the cells of the gaps found so far
-        exclude = cells_of(runs[runs["significant"]], grid.span.shape)
+    # A long gap drags the rolling level down around itself and so hides; refit first without
+    # every suspicious run (probability within the square root of the threshold: generous, so
+    # the level sees no gap), then once more without only the gaps that pass, so that chance
+    # silences count in the final level and silence factor as they should.
+    suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
+    for keep in ("suspicious", "significant"):  # two refits
+        chosen = suspicious if keep == "suspicious" else runs["significant"].to_numpy()
+        exclude = cells_of(runs[chosen & (runs["observed_messages"] <= 0.5 * runs["expected_test"])
+                                | runs["significant"].to_numpy()], grid.span.shape)
         fit, runs = one_pass(exclude)
-    return _Analysis(grid=grid, fit=fit, runs=runs, vacations=every)
+        suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
+    threshold = float(runs["threshold"].iloc[0]) if len(runs) else alpha / fit.effective_days.sum()
+    return _Analysis(grid=grid, fit=fit, runs=runs, vacations=every, threshold=threshold)
 
 
 def _declared(vacations: pd.DataFrame | None) -> pd.DataFrame:
@@ -350,22 +361,47 @@ def detect_gaps(
     grid, fit = analysis.grid, analysis.fit
     significant = analysis.runs[analysis.runs["significant"]]
     on_mailbox = grid.keys["contact_address"].eq(MAILBOX).to_numpy()
+    threshold = analysis.threshold
+    # the owner's own mail stops on vacation: an outgoing run keeps only its part outside one
+    outgoing = grid.keys["stream"].eq("outgoing").to_numpy()
+    significant = clip_to_archive(significant, _vacation_days(grid, analysis.vacations), outgoing)
+    # where the mailbox went silent, the silence is the gap: a sparse run around it (the slow
+    # days before and after) would blur an archive-wide gap's sharp edges and its kind
+    mailbox_runs = significant[on_mailbox[significant["stream"]]]
+    silent = mailbox_runs["method"].eq("zero").to_numpy() & grid.keys["stream"].eq("all").to_numpy()[
+        mailbox_runs["stream"].to_numpy()]
+    silent_days = cells_of(mailbox_runs[silent].assign(stream=0), (1, len(grid.days)))[0]
+    blurred = mailbox_runs["method"].eq("sparse").to_numpy() & _overlaps_days(mailbox_runs,
+                                                                             silent_days)
+    significant = significant.drop(index=mailbox_runs.index[blurred])
     mailbox = classify_clusters(grid, fit, significant[on_mailbox[significant["stream"]]],
-                                alpha=alpha)
+                                alpha=alpha, threshold=threshold)
     archive = mailbox[mailbox["kind"].eq("archive_wide")]
     # a contact's run inside an archive-wide gap is that gap's share, reported by attribution below
     contact_runs = clip_to_archive(significant[~on_mailbox[significant["stream"]]], archive,
                                    ~on_mailbox)
-    own = pd.concat([mailbox, classify_clusters(grid, fit, contact_runs, alpha=alpha)],
+    own = pd.concat([mailbox, classify_clusters(grid, fit, contact_runs, alpha=alpha,
+                                                threshold=threshold)],
                     ignore_index=True)
     shares = attribute_archive_gaps(grid, fit, archive).assign(
         kind="archive_wide", folder_path="", probability=np.nan, probability_anywhere=np.nan
     )
     share_rows = shares["stream"].to_numpy()
     shares = shares.assign(floor_business_days=floor_business_days(
-        fit.rate_business[share_rows], fit.phi[share_rows], alpha, fit.tempering[share_rows]))
+        fit.rate_business[share_rows], fit.silence_dispersion[share_rows], threshold))
     gaps = pd.concat([own, shares], ignore_index=True)
     return _gap_table(grid, gaps)
+
+
+def _vacation_days(grid: StreamGrid, vacations: pd.DataFrame) -> pd.DataFrame:
+    """The vacations as ``first_day, last_day`` indices of the grid's days."""
+    dates = grid.days["date"].to_numpy()
+    return pd.DataFrame({
+        "first_day": np.searchsorted(dates, pd.to_datetime(vacations["start"]).to_numpy(
+            "datetime64[ns]"), side="left"),
+        "last_day": np.searchsorted(dates, pd.to_datetime(vacations["end"]).to_numpy(
+            "datetime64[ns]"), side="right") - 1,
+    })
 
 
 def _gap_table(grid: StreamGrid, gaps: pd.DataFrame) -> pd.DataFrame:
@@ -408,26 +444,34 @@ def detection_floors(
 ) -> pd.DataFrame:
     """The shortest gap each contact's rhythm lets us tell from chance.
 
-    With ``λ`` expected messages per business day and dispersion ``phi`` (variance ``λ + phi·λ²``),
-    a silence of ``n`` business days has probability ``(1 + phi·λ)^(-n/phi)``, below ``alpha`` only
-    when ``n > phi·ln(1/alpha)/ln(1 + phi·λ)``, which is ``ln(1/alpha)/λ`` for Poisson mail (``phi =
-    0``). No shorter gap is ever reported. Needs the columns of :func:`detect_gaps`. Returns
-    ``contact_address, expected_per_business_day, dispersion, floor_business_days`` for every
-    modelled contact and ``"*"`` (contacts with fewer than ``min_messages`` messages: no row).
+    Mail comes in threads, so a day's silence is likelier than a Poisson count of messages says:
+    a business day with ``λ`` expected messages is silent with probability ``(1 + φ·λ)^(-1/φ)``,
+    ``φ`` the stream's silence dispersion (fitted to its days with mail; ``exp(-λ)`` for Poisson
+    mail, φ → 0). A silence of ``n`` business days is a gap only when its probability is below the
+    mailbox's ``threshold`` (``alpha`` shared out over every place a silence could start in every
+    contact's timeline, Benjamini-Hochberg), so when ``n >= ln(1/threshold)·φ/ln(1 + φ·λ)``
+    (``ln(1/threshold)/λ`` for Poisson mail); no shorter gap is ever reported.
+    Needs the columns of :func:`detect_gaps`. Returns ``contact_address, stream`` (``all``,
+    ``incoming``, ``outgoing``), ``expected_per_business_day, dispersion, silence_dispersion,
+    threshold, floor_business_days`` for every modelled stream of every contact and ``"*"``
+    (contacts with fewer than ``min_messages`` messages: no row).
     """
     analysis = _analyse(events, alpha=alpha, country=country, vacations=vacations,
                         quiet_periods=quiet_periods, infer=True, timezone=timezone,
                         min_messages=min_messages)
     grid, fit = analysis.grid, analysis.fit
-    rows = np.flatnonzero(grid.keys["stream"].eq("all").to_numpy())
+    rows = np.flatnonzero(grid.keys["stream"].isin(["all", "incoming", "outgoing"]).to_numpy())
     return pd.DataFrame(
         {
             "contact_address": grid.keys["contact_address"].to_numpy()[rows],
+            "stream": grid.keys["stream"].to_numpy()[rows],
             "expected_per_business_day": fit.rate_business[rows],
             "dispersion": fit.phi[rows],
-            "silence_tempering": fit.tempering[rows],
-            "floor_business_days": floor_business_days(fit.rate_business[rows], fit.phi[rows],
-                                                       alpha, fit.tempering[rows]),
+            "silence_dispersion": fit.silence_dispersion[rows],
+            "threshold": analysis.threshold,
+            "floor_business_days": floor_business_days(fit.rate_business[rows],
+                                                       fit.silence_dispersion[rows],
+                                                       analysis.threshold),
         }
     )
 

@@ -29,7 +29,10 @@ class GapPlan:
     """Which holes to plant in the archive.
 
     ``contact_share`` of the contacts with a steady relationship (every class but ``one_off``) get
-    one planted gap, and a further one with ``second_gap_share`` (up to ``max_per_contact``).
+    one planted gap, and a further one with ``second_gap_share`` (up to ``max_per_contact``). The
+    contacts are drawn without replacement with weights ``base_rate ** volume_weighting``: at the
+    default 1 a busy correspondent is likelier to lose mail (a lost folder or export holds more of
+    a busy contact's mail, and only there can a gap be told from chance); 0 draws uniformly.
     A gap's length is log-uniform in ``[min_business_days, max_business_days]``; its kind is
     drawn with ``kind_weights`` (``full``, ``partial``, ``sent_only``, ``received_only``); a
     partial gap loses each message in its window with a probability drawn uniformly from
@@ -41,6 +44,7 @@ class GapPlan:
     contact_share: float = 0.3
     second_gap_share: float = 0.25
     max_per_contact: int = 2
+    volume_weighting: float = 1.0
     min_business_days: int = 1
     max_business_days: int = 60
     kind_weights: tuple[float, float, float, float] = (0.35, 0.25, 0.2, 0.2)
@@ -51,6 +55,8 @@ class GapPlan:
     def __post_init__(self) -> None:
         if not 0.0 <= self.contact_share <= 1.0 or not 0.0 <= self.second_gap_share <= 1.0:
             raise ConfigError("GapPlan shares must lie in [0, 1]")
+        if self.volume_weighting < 0:
+            raise ConfigError("GapPlan.volume_weighting must be >= 0")
         if not 1 <= self.min_business_days <= self.max_business_days:
             raise ConfigError("GapPlan needs 1 <= min_business_days <= max_business_days")
         if len(self.kind_weights) != len(GAP_KINDS) or min(self.kind_weights) < 0:

@@ -85,10 +85,15 @@ def vacation_mask(vacations: list[Window], calendar: Calendar) -> BoolArray:
 def plan_gaps(
     people: pd.DataFrame, plan: GapPlan, calendar: Calendar, rng: np.random.Generator
 ) -> list[PlannedGap]:
-    """Contact gaps for a share of the steady correspondents, then the archive-wide gaps."""
+    """Contact gaps for a share of the steady correspondents (drawn with weights
+    ``base_rate ** plan.volume_weighting``), then the archive-wide gaps."""
     n_bdays = len(calendar.business_days)
     eligible = np.flatnonzero((people["sender_class"] != "one_off").to_numpy())
-    chosen = np.sort(rng.permutation(eligible)[: round(plan.contact_share * len(eligible))])
+    # weighted draw without replacement (Efraimidis-Spirakis keys): busier contacts first
+    rate = people["base_rate_per_business_day"].to_numpy()[eligible]
+    weight = np.maximum(rate, 1e-12) ** plan.volume_weighting
+    keys = np.log(rng.random(len(eligible))) / weight
+    chosen = np.sort(eligible[np.argsort(-keys)][: round(plan.contact_share * len(eligible))])
     weights = np.asarray(plan.kind_weights, dtype=float) / sum(plan.kind_weights)
     lo, hi = np.log(plan.min_business_days), np.log(plan.max_business_days + 1)
     gaps: list[PlannedGap] = []

@@ -81,17 +81,40 @@ def test_the_same_hole_in_a_quiet_contact_is_below_its_floor() -> None:
     events, _, _ = _steady_with_hole(0.2, seed=2)
     gaps = timeline.detect_gaps(events, infer_vacations=False)
     assert gaps[gaps["contact_address"] == "busy@example.com"].empty
-    floors = timeline.detection_floors(events).set_index("contact_address")
+    floors = _floors(timeline.detection_floors(events))
     assert floors.loc["busy@example.com", "floor_business_days"] > 10
 
 
-def test_the_floor_of_a_poisson_contact_is_ln_one_over_alpha_over_its_rate() -> None:
-    # 10 a weekday: ln(1/0.01)/10 ≈ 0.46 business days (phi ≈ 0 for Poisson mail)
-    events = _events("busy@example.com", _weekday_series(10.0, DAYS, 3), days=DAYS)
-    floors = timeline.detection_floors(events, alpha=0.01).set_index("contact_address")
+def _floors(floors: pd.DataFrame) -> pd.DataFrame:
+    return floors[floors["stream"] == "all"].set_index("contact_address")
+
+
+def test_the_floor_of_a_poisson_contact_is_ln_one_over_the_threshold_over_its_rate() -> None:
+    # 2 a weekday: a silent weekday has probability exp(-2), so a silence must last
+    # ln(1/threshold)/2 business days; the threshold is alpha shared out over the mailbox's
+    # silences (multiple testing), far below alpha itself
+    events = _events("busy@example.com", _weekday_series(2.0, DAYS, 3), days=DAYS)
+    floors = _floors(timeline.detection_floors(events, alpha=0.01))
+    threshold = floors.loc["busy@example.com", "threshold"]
+    assert threshold < 0.01 / 50  # ~ 0.01 over some hundred silences
     assert floors.loc["busy@example.com", "floor_business_days"] == pytest.approx(
-        np.log(100) / 10, rel=0.25
+        np.log(1 / threshold) / 2.0, rel=0.2
     )
+
+
+def test_a_chance_silence_of_bursty_mail_is_no_gap() -> None:
+    # Mail in threads: on one weekday in four, a burst of 6 messages (1.5 a weekday on average),
+    # and by chance nothing for 9 business days. A Poisson count of messages would call that
+    # impossible (exp(-1.5 x 9) ≈ 1e-6); but a silent weekday has probability 3/4 and nine of them
+    # 0.075: no gap.
+    rng = np.random.default_rng(12)
+    burst = np.where((DAYS.day_of_week < 5) & (rng.random(len(DAYS)) < 0.25), 6, 0)
+    burst[(DAYS >= "2024-05-06") & (DAYS <= "2024-05-16")] = 0
+    events = _events("bursty@example.com", burst, days=DAYS)
+    assert timeline.detect_gaps(events, infer_vacations=False).empty
+    # its floor is long: 9 business days are far from it
+    floors = _floors(timeline.detection_floors(events))
+    assert floors.loc["bursty@example.com", "floor_business_days"] > 20
 
 
 def test_an_owner_vacation_is_no_gap() -> None:
@@ -283,3 +306,29 @@ def test_missing_columns_are_named() -> None:
     with pytest.raises(MissingColumnsError, match="direction"):
         timeline.detect_gaps(pd.DataFrame({"contact_address": [], "sent_at_utc": [],
                                            "folder_path": []}))
+
+
+def test_the_mailbox_threshold_is_benjamini_hochberg_over_every_silence() -> None:
+    from pstlib.analytics._timeline_model import mailbox_threshold
+
+    # 100 places, alpha 0.01: the k-th smallest probability must be within 0.01·k/100.
+    # 1e-6 <= 1e-4 and 2e-4 <= 2e-4 pass, 0.5 > 3e-4 does not: the threshold is 2e-4.
+    assert mailbox_threshold(np.array([0.5, 2e-4, 1e-6]), 100, 0.01) == pytest.approx(2e-4)
+    # nothing passes: Bonferroni, alpha / places
+    assert mailbox_threshold(np.array([0.5, 0.2]), 100, 0.01) == pytest.approx(1e-4)
+
+
+def test_the_silence_dispersion_fits_the_share_of_days_with_mail() -> None:
+    from pstlib.analytics._timeline_model import fit_silence_dispersion, log_silence
+
+    # 2000 days, 2 expected messages each, mail on 40% of them: a Poisson count would have mail on
+    # 1 - exp(-2) = 86%. The fitted phi gives P(no mail) a little above 60% (it errs towards
+    # silence by a standard deviation of the count of days with mail).
+    mu = np.full((1, 2000), 2.0)
+    active = np.zeros((1, 2000), dtype=bool)
+    active[0, :800] = True
+    phi = fit_silence_dispersion(mu, active, np.ones_like(active))
+    silent = np.exp(log_silence(np.array([2.0]), phi))[0]
+    assert 0.60 < silent < 0.63
+    # and phi -> 0 is Poisson
+    assert np.exp(log_silence(np.array([2.0]), np.array([1e-9])))[0] == pytest.approx(np.exp(-2), rel=1e-5)
