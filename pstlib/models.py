@@ -52,6 +52,18 @@ class ItemKind(StrEnum):
     OTHER = "other"
 
 
+SENDER_CLASSES = (
+    "internal_colleague",
+    "key_external",
+    "external",
+    "vendor",
+    "newsletter",
+    "automated",
+    "one_off",
+)
+"""The kinds of correspondent: what the synthetic truth plants and what the sender analysis finds."""
+
+
 def kind_of_class(message_class: str) -> ItemKind:
     """Map a MAPI message class to its :class:`ItemKind` (``IPM.Schedule.Meeting.Request`` -> meeting)."""
     mc = message_class.strip().upper()

@@ -13,15 +13,6 @@ from typing import Any
 from pstlib.errors import ConfigError
 
 GAP_KINDS = ("full", "partial", "sent_only", "received_only")
-SENDER_CLASSES = (
-    "internal_colleague",
-    "key_external",
-    "external",
-    "vendor",
-    "newsletter",
-    "automated",
-    "one_off",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pstlib.synth.config import SENDER_CLASSES, SynthConfig
+from pstlib.models import SENDER_CLASSES
+from pstlib.synth.config import SynthConfig
 
 FIRST_NAMES: tuple[tuple[str, str], ...] = (
     ("Adele", "adele"),
