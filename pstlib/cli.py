@@ -464,30 +464,37 @@ def standin(
     show_default=True,
     help="Folder for the demo's mailbox, store and reports.",
 )
-@click.option("--seed", default=7, show_default=True)
-def demo(out: Path, seed: int) -> None:
-    """Run the whole job end to end on a synthetic mailbox: generate, scan, summarise."""
-    from pstlib.importer.session import scan as run_scan
+@click.option("--seed", default=7, show_default=True, help="Seed of the synthetic mailbox.")
+@click.option("--contacts", default=40, show_default=True, help="Correspondents in the mailbox.")
+def demo(out: Path, seed: int, contacts: int) -> None:
+    """Run the whole job end to end on a synthetic mailbox and a local Dataverse.
+
+    Generates a mailbox, scans it (assess), imports it into the stand-in, reads every email back,
+    and prints the session and the reconciliation.
+    """
+    from pstlib.demo import run_demo
     from pstlib.importer.session import summarize
     from pstlib.store import Store
-    from pstlib.synth import synthesize
 
-    out.mkdir(parents=True, exist_ok=True)
-    mail = out / "mailbox"
-    click.echo(f"1/2 generating a synthetic mailbox in {mail}")
-    result = synthesize(mail, seed=seed, contacts=60, years=2.0, formats=("mbox", "eml"))
-    store_path = out / "pstlib.sqlite"
-    store_path.unlink(missing_ok=True)
-    click.echo(f"2/2 scanning {result.messages} messages into {store_path}")
-    with Store.open(store_path) as st, _progress_bar("scan") as tick:
-        session_id = run_scan(
-            [result.mbox_path or mail / "mailbox.mbox"],
-            st,
-            mailbox_owner=result.owner_address,
-            on_progress=tick,
-        )
-        _print_summary(summarize(st, session_id).to_dict())
+    steps = iter(range(1, 100))
+    result = run_demo(
+        out, seed=seed, contacts=contacts, say=lambda text: click.echo(f"{next(steps)}. {text}"),
+        progress=_progress_bar,
+    )  # fmt: skip
+    with Store.open(result.store_path) as st:
+        _print_summary(summarize(st, result.import_session).to_dict())
+    rec = result.reconciliation
+    click.echo(
+        f"reconciled: found {rec.found} = read {rec.read} = sent {rec.sent} = acknowledged "
+        f"{rec.acknowledged} = verified {rec.verified}: {'balanced' if rec.balanced else 'NOT balanced'}"
+    )
+    click.echo(f"store:   {result.store_path}")
+    click.echo(f"reports: {result.reports_index}")
 
+
+from pstlib.reports.cli import report  # noqa: E402  (the report command lives with its pipeline)
+
+main.add_command(report)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
