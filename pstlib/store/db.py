@@ -134,17 +134,25 @@ def upgrade_store(engine: Engine) -> str:
 class Store:
     """An open analytics store. Use :meth:`open`; close it (or use it as a context manager)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, snapshot_dir: Path | None = None) -> None:
         self.engine = engine
         self.url: str = engine.url.render_as_string(hide_password=True)
+        # columnar snapshots of finished sessions (see pstlib.store.snapshot): beside a SQLite
+        # file by default, in ``snapshot_dir`` where given (PostgreSQL has none without it)
+        self.snapshot_dir: Path | None = snapshot_dir
+        self.use_snapshots: bool = True
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     @classmethod
-    def open(cls, url_or_path: str | Path) -> Store:
-        """Open (creating the file and its parents, and migrating) the store at a path or URL."""
+    def open(cls, url_or_path: str | Path, *, snapshot_dir: str | Path | None = None) -> Store:
+        """Open (creating the file and its parents, and migrating) the store at a path or URL.
+
+        ``snapshot_dir``: where columnar snapshots of finished sessions go (default: beside a
+        SQLite file, ``<file>.snapshot``; none for PostgreSQL unless given).
+        """
         url = store_url(url_or_path)
         try:
             engine = _create_engine(url)
@@ -158,7 +166,7 @@ class Store:
         except (SQLAlchemyError, OSError) as err:
             engine.dispose()
             raise StoreError(f"cannot open store {url_or_path}: {err}") from err
-        return cls(engine)
+        return cls(engine, snapshot_dir=None if snapshot_dir is None else Path(snapshot_dir))
 
     def close(self) -> None:
         self.engine.dispose()

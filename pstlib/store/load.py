@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Integer, Ta
 
 from pstlib.errors import StoreError
 from pstlib.models import FolderRole, ItemKind, RecipientKind
-from pstlib.store import schema
+from pstlib.store import schema, snapshot
 from pstlib.store.schema import Outcome, SessionStatus
 
 if TYPE_CHECKING:
@@ -108,6 +108,11 @@ def _convert(table: str, column: Column[Any], values: Sequence[Any], dialect: st
     return pd.array(values, dtype=dtype)
 
 
+def convert_column(table: str, name: str, values: Sequence[Any], dialect: str) -> Any:
+    """Driver values of one column as the array the loaders return for it."""
+    return _convert(table, schema.TABLES[table].columns[name], values, dialect)
+
+
 def _to_frame(table: str, names: Sequence[str], rows: Sequence[Any], dialect: str) -> pd.DataFrame:
     columns = schema.TABLES[table].columns
     data = list(zip(*rows, strict=True)) if rows else [()] * len(names)
@@ -120,14 +125,7 @@ def _to_frame(table: str, names: Sequence[str], rows: Sequence[Any], dialect: st
     )
 
 
-def _read(
-    store: Store,
-    table: str,
-    *,
-    session_id: str | None = None,
-    columns: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Read ``table`` (only ``session_id``'s rows where given) into a typed frame."""
+def _names(table: str, columns: Sequence[str] | None) -> list[str]:
     meta: Table = schema.TABLES[table]
     names = list(columns) if columns is not None else list(meta.columns.keys())
     unknown = [n for n in names if n not in meta.columns]
@@ -136,6 +134,47 @@ def _read(
             f"table {table} has no column(s) {', '.join(unknown)} "
             f"(columns: {', '.join(meta.columns.keys())})"
         )
+    return names
+
+
+def _read(
+    store: Store,
+    table: str,
+    *,
+    session_id: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read ``table`` (only ``session_id``'s rows where given) into a typed frame.
+
+    A finished session's ``messages`` and ``recipients`` come from its columnar snapshot when that
+    is fresh (see :mod:`pstlib.store.snapshot`); else from SQL, and the snapshot is (re)written.
+    """
+    names = _names(table, columns)
+    if session_id is None or table not in snapshot.SNAPSHOT_TABLES:
+        return read_sql(store, table, session_id=session_id, columns=names)
+    if snapshot.snapshot_path(store, table, session_id) is None:
+        return read_sql(store, table, session_id=session_id, columns=names)
+    stamp = snapshot.session_stamp(store, session_id)
+    if stamp is None:  # running (or unknown): rows are still coming
+        return read_sql(store, table, session_id=session_id, columns=names)
+    frame = snapshot.read_snapshot(store, table, session_id, names, stamp)
+    if frame is not None:
+        return frame
+    full = read_sql(store, table, session_id=session_id)
+    if snapshot.session_stamp(store, session_id) == stamp:
+        snapshot.write_snapshot(store, table, session_id, full, stamp)
+    return full if list(full.columns) == names else full[names]
+
+
+def read_sql(
+    store: Store,
+    table: str,
+    *,
+    session_id: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read ``table`` (only ``session_id``'s rows where given) from SQL into a typed frame."""
+    names = _names(table, columns)
     dialect = store.engine.dialect
     quote = dialect.identifier_preparer.quote
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
