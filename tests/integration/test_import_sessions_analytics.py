@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pstlib.analytics import estimate as est
 from pstlib.analytics import operations as ops
 from pstlib.config import DataverseSettings
 from pstlib.dataverse import ClientCredentialsTokenProvider, DataverseClient
@@ -169,10 +170,10 @@ def test_every_analysis_on_real_sessions(imported: tuple[Store, dict[str, str]])
     assert unresolved["message_count"].is_monotonic_decreasing
 
     # how long the next import will take, from the two import sessions
-    workload = ops.measure_session_workload(sessions, messages)
+    workload = est.measure_session_workload(sessions, messages)
     assert (workload["message_count"] > 0).all()
     past = workload[workload["target"] == "dataverse"]
-    estimate = ops.estimate_duration(past, 500, 20_000_000)
+    estimate = est.estimate_duration(past, 500, 20_000_000)
     assert estimate.seconds > 0 and np.isfinite(estimate.seconds)
-    error = ops.estimate_error(past)
+    error = est.estimate_error(past)
     assert error.sessions == 2 and len(error.predictions) == 2

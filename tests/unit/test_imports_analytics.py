@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from pstlib.analytics import estimate as est
 from pstlib.analytics import operations as ops
 from pstlib.errors import MissingColumnsError, PstlibError
 
@@ -448,7 +449,7 @@ def test_estimate_duration_from_a_constant_rate() -> None:
         {"duration_s": [10.0, 20.0, 40.0], "message_count": [100, 200, 400],
          "size_bytes": [1e6, 2e6, 4e6]}
     )
-    estimate = ops.estimate_duration(past, 1000, 10_000_000)
+    estimate = est.estimate_duration(past, 1000, 10_000_000)
     assert estimate.seconds == pytest.approx(100.0)
     assert estimate.low_s == pytest.approx(100.0) and estimate.high_s == pytest.approx(100.0)
     assert estimate.basis.startswith("mean log rate")
@@ -462,7 +463,7 @@ def test_estimate_duration_log_linear_fit_recovers_the_law() -> None:
         {"duration_s": 0.5 * messages**0.8 * mb**0.3, "message_count": messages,
          "size_bytes": mb * 1e6}
     )
-    estimate = ops.estimate_duration(past, 3000, 100_000_000)
+    estimate = est.estimate_duration(past, 3000, 100_000_000)
     assert estimate.seconds == pytest.approx(0.5 * 3000**0.8 * 100**0.3)
     assert estimate.basis.startswith("log-linear fit of duration on messages and bytes")
 
@@ -472,13 +473,13 @@ def test_estimate_duration_interval_widens_with_noise_and_needs_a_session() -> N
         {"duration_s": [9.0, 22.0, 40.0, 0.0], "message_count": [100, 200, 400, 50],
          "size_bytes": [1e6, 2e6, 4e6, 1e5]}
     )  # the last session has no duration: left out
-    estimate = ops.estimate_duration(past, 1000, 10_000_000, level=0.9)
+    estimate = est.estimate_duration(past, 1000, 10_000_000, level=0.9)
     assert estimate.low_s < estimate.seconds < estimate.high_s
     assert "3 session(s)" in estimate.basis
-    single = ops.estimate_duration(past.head(1), 200, 0)
+    single = est.estimate_duration(past.head(1), 200, 0)
     assert single.seconds == pytest.approx(18.0) and np.isnan(single.low_s)
     with pytest.raises(PstlibError):
-        ops.estimate_duration(past.iloc[3:], 10, 10)
+        est.estimate_duration(past.iloc[3:], 10, 10)
 
 
 def test_estimate_error_leave_one_out_matches_refitting() -> None:
@@ -492,10 +493,10 @@ def test_estimate_error_leave_one_out_matches_refitting() -> None:
             "size_bytes": messages * rng.uniform(2e4, 6e4, 8),
         }
     )
-    error = ops.estimate_error(past)
+    error = est.estimate_error(past)
     # the closed form agrees with estimating each session from the seven others
     refits = [
-        ops.estimate_duration(past.drop(index=i), int(past.loc[i, "message_count"]),
+        est.estimate_duration(past.drop(index=i), int(past.loc[i, "message_count"]),
                               int(past.loc[i, "size_bytes"]))
         for i in range(8)
     ]
