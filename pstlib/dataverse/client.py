@@ -14,12 +14,16 @@ Follows Microsoft's "Use the Dataverse Web API", "Compose HTTP requests and hand
 * only failed operations are sent again (429, 5xx, or no answer), in a later batch; a create that
   meets an existing row with the same deterministic id (``412 Precondition Failed``, or the
   duplicate-key error ``0x80040237``) counts as done: the row is already there;
-* then the emails are completed (``statecode`` 1, ``statuscode`` 3 Sent / 4 Received) in a second
-  round of batches, each PATCH with ``If-Match: *`` so that it can only update, never create
-  (a PATCH is otherwise an upsert);
-* batches run in a thread pool whose width and batch size follow :class:`~pstlib.dataverse.
-  throttle.AdaptiveLimits`, and every ``$batch`` attempt is reported as a :class:`BatchRecord`
-  to ``on_batch`` (called on the thread that called :meth:`DataverseClient.create_emails`).
+* each email is completed (``statecode`` 1, ``statuscode`` 3 Sent / 4 Received) by a PATCH with
+  ``If-Match: *`` (so that it can only update, never create: a PATCH is otherwise an upsert) that
+  follows its create in the same batch (operations outside change sets run in order);
+* worker threads keep ``$batch`` requests in flight from one queue shared by every round
+  (:class:`EmailPipeline`), as many as the throttle's :class:`~pstlib.dataverse.throttle.
+  AdaptiveLimits` allow and, after execution-time 429s, fewer (an AIMD cap on requests in
+  flight); every ``$batch`` attempt is reported as a :class:`BatchRecord` to ``on_batch``
+  (called on the thread that collects the results);
+* many emails are read back at once with ``GET`` operations in ``$batch`` requests
+  (:meth:`DataverseClient.get_emails`): a batch counts as one request toward the limits.
 
 Dataverse does not enforce ``messageid`` uniqueness:
 :meth:`DataverseClient.find_emails_by_messageid` is how the importer finds copies imported by
@@ -29,10 +33,13 @@ something else.
 from __future__ import annotations
 
 import logging
+import math
+import random
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +60,8 @@ from pstlib.dataverse.batch import (
 )
 from pstlib.dataverse.mapping import EmailPayload, contact_id_for, normalise_messageid
 from pstlib.dataverse.throttle import (
+    CONCURRENCY_LIMIT,
+    EXECUTION_TIME_LIMIT,
     AdaptiveLimits,
     Clock,
     RetryPolicy,
@@ -122,12 +131,15 @@ class _Attempt:
 @dataclass(slots=True)
 class _Job:
     key: str
-    item: BatchItem
+    items: tuple[BatchItem, ...]
+    ticket: int = 0
+    phase: str = "create"  # create (the create, then the completion) | read
+    completes: bool = False  # the last item is the completion PATCH
     attempts: int = 1
+    operations: int = field(init=False)
 
-    @property
-    def operations(self) -> int:
-        return count_operations([self.item])
+    def __post_init__(self) -> None:
+        self.operations = count_operations(self.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,8 @@ class _Verdict:
     status: int | None = None
     error_code: str = ""
     error_message: str = ""
+    row: dict[str, Any] | None = None  # the entity a GET read
+    completion_failed: bool = False  # created (or there already), but not completed
 
 
 @dataclass(slots=True)
@@ -173,6 +187,7 @@ class DataverseClient:
         clock: Clock | None = None,
         max_operation_attempts: int = 5,
         lookup_chunk: int = 50,
+        read_batch_size: int = MAX_BATCH_OPERATIONS,
         timeout_s: float = 120.0,
     ) -> None:
         self.settings = settings
@@ -196,7 +211,16 @@ class DataverseClient:
         )
         self.on_batch = on_batch
         self.max_operation_attempts = max_operation_attempts
+        # Requests in flight, and how many may be: the throttle's concurrency, further capped
+        # after execution-time (or concurrency) 429s (see _governed).
+        self._gov_lock = threading.Lock()
+        self._in_flight = 0
+        self._in_flight_cap = float(self.throttle.limits.concurrency)  # grows from the start
+        self._cut_until = 0.0
+        self._rng = random.Random()
+        self._min_batch_size = self.throttle.limits.batch_size
         self.lookup_chunk = lookup_chunk
+        self.read_batch_size = max(1, min(read_batch_size, MAX_BATCH_OPERATIONS))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -276,6 +300,7 @@ class DataverseClient:
                     response.headers.get("Retry-After"), now_utc=started
                 )
                 event = self.throttle.record_throttled(attempt.limit_code, attempt.retry_after_s)
+                self._governed(attempt.limit_code, event.retry_after_s)
                 attempt.retry_after_s = event.retry_after_s
                 if throttled > policy.max_throttle_retries:
                     raise _error_of(response)
@@ -387,61 +412,81 @@ class DataverseClient:
         doc: dict[str, Any] = response.json()
         return doc
 
-    def create_emails(self, payloads: Sequence[EmailPayload]) -> list[OperationResult]:
-        """Create the emails (with their parties and attachments), then complete them.
+    def get_emails(
+        self,
+        activity_ids: Iterable[str],
+        *,
+        select: Sequence[str] | None = None,
+        on_error: Callable[[str, DataverseError], None] | None = None,
+    ) -> dict[str, dict[str, Any] | None]:
+        """Many email rows at once: ``{activity_id: row}``, ``None`` where there is no such row.
 
-        Returns one :class:`OperationResult` per payload, in order. Never raises for a single
-        failed email: its result carries the error.
+        The reads go as ``GET emails(<id>)`` operations inside ``$batch`` requests of up to
+        ``read_batch_size`` (at most 1000) operations with ``Prefer: odata.continue-on-error``,
+        several batches in parallel (the throttle's concurrency). A batch counts as *one* request
+        toward the "number of requests" limit (6000 per 5 minutes), so reading back 7,000 emails
+        is a handful of requests instead of 7,000 single GETs. (A ``$filter=activityid eq ... or
+        ...`` query would also work, but it puts ~50 ids in a URL, is evaluated as a query rather
+        than a key lookup, and gives no per-id answer; the batch reads each row by its key.)
+
+        429 and 5xx answers (of the whole batch, or of one operation) are sent again after the
+        wait the server asks for, as every request of this client. An id that still cannot be
+        read is left out of the result and reported to ``on_error`` (if given) with its error.
+        Ids are compared lower-cased; the keys of the result are the ids as given.
         """
-        unique: dict[str, EmailPayload] = {}
-        for payload in payloads:
-            unique.setdefault(payload.activity_id, payload)
-
-        created = self._run_jobs(
-            [_Job(p.activity_id, self._create_item(p)) for p in unique.values()], "create"
-        )
-        to_complete = [
+        wanted = list(dict.fromkeys(a for a in activity_ids if a))
+        query = f"?$select={','.join(select)}" if select else ""
+        jobs = [
             _Job(
                 key,
-                Operation(
-                    "PATCH",
-                    self.url(f"emails({key})"),
-                    body=dict(unique[key].completion),
-                    key=key,
-                    headers=(("If-Match", "*"),),
-                ),
+                (Operation("GET", self.url(f"emails({key.lower()}){query}"), key=key),),
+                phase="read",
             )
-            for key, (verdict, _) in created.items()
-            if verdict.ok and unique[key].completion
+            for key in wanted
         ]
-        completed = self._run_jobs(to_complete, "complete")
-
-        results: dict[str, OperationResult] = {}
-        for key, (verdict, tries) in created.items():
-            if not verdict.ok:
-                results[key] = OperationResult(
+        found: dict[str, dict[str, Any] | None] = {}
+        if not jobs:
+            return found
+        with EmailPipeline(self, batch_size=self.read_batch_size) as pipeline:
+            by_key = {job.key: job for job in jobs}
+            pipeline._submit(wanted, {}, lambda ticket: _with_ticket(by_key.values(), ticket))
+            verdicts: list[_Verdict] = []
+            while not verdicts:
+                for _, results in pipeline.collect(block=True):
+                    verdicts = results
+        for key, verdict in zip(wanted, verdicts, strict=True):
+            if verdict.ok:
+                found[key] = verdict.row
+            elif verdict.status == 404:
+                found[key] = None
+            elif on_error is not None:
+                on_error(
                     key,
-                    False,
-                    status=verdict.status,
-                    error_code=verdict.error_code,
-                    error_message=verdict.error_message,
-                    attempts=tries,
+                    DataverseError(
+                        verdict.status or 0,
+                        verdict.error_code or f"http_{verdict.status or 0}",
+                        verdict.error_message,
+                    ),
                 )
-                continue
-            done, done_tries = completed.get(key, (_Verdict(ok=True), 0))
-            if not done.ok and self._is_completed(key):
-                done = _Verdict(ok=True, status=done.status)
-            results[key] = OperationResult(
-                key,
-                done.ok,
-                created=not verdict.existed,
-                completed=done.ok,
-                status=done.status if not done.ok else verdict.status,
-                error_code=done.error_code,
-                error_message=done.error_message,
-                attempts=tries + done_tries,
-            )
-        return [results[p.activity_id] for p in payloads]
+        return found
+
+    def create_emails(self, payloads: Sequence[EmailPayload]) -> list[OperationResult]:
+        """Create the emails (with their parties and attachments) and complete them.
+
+        Returns one :class:`OperationResult` per payload, in order. Never raises for a single
+        failed email: its result carries the error. This is :meth:`email_pipeline` with one
+        round, waited for.
+        """
+        with self.email_pipeline() as pipeline:
+            ticket = pipeline.submit(payloads)
+            while True:
+                for done, results in pipeline.collect(block=True):
+                    if done == ticket:
+                        return results
+
+    def email_pipeline(self) -> EmailPipeline:
+        """A pipeline that sends rounds of emails while the caller prepares the next ones."""
+        return EmailPipeline(self)
 
     def _is_completed(self, activity_id: str) -> bool:
         """After a failed completion: is the email completed anyway (an earlier run did it)?"""
@@ -451,54 +496,102 @@ class DataverseClient:
             return False
         return row is not None and row.get("statecode") == 1
 
-    def _create_item(self, payload: EmailPayload) -> BatchItem:
-        email = Operation(
-            "POST", self.url("emails"), body=dict(payload.email), key=payload.activity_id
-        )
-        if not payload.attachments:
-            return email
-        attachments = tuple(
-            Operation(
-                "POST", self.url("activitymimeattachments"), body=dict(a), key=payload.activity_id
+    def _create_items(self, payload: EmailPayload) -> tuple[BatchItem, ...]:
+        """The email's create (a change set with its attachments, if it has any), then its
+        completion: two neighbours in one batch.
+
+        Operations of a batch outside change sets run in order, so the completion runs right
+        after the create. It names the email by its deterministic id (``PATCH emails(<id>)``
+        with ``If-Match: *``) rather than by a ``$<Content-ID>`` reference, which only works
+        inside a change set: a change set per email would make every email a transaction of its
+        own and, when the create meets an email an earlier run made (412), roll the completion
+        back with it. As neighbours, the completion also finishes an email that already existed
+        (a resumed import) in the same request, and after a create that failed it answers 404
+        and changes nothing ("Completed and canceled email is read-only": it must come last).
+        """
+        aid = payload.activity_id
+        email = Operation("POST", self.url("emails"), body=dict(payload.email), key=aid)
+        create: BatchItem = email
+        if payload.attachments:
+            create = ChangeSet(
+                (
+                    email,
+                    *(
+                        Operation(
+                            "POST", self.url("activitymimeattachments"), body=dict(a), key=aid
+                        )
+                        for a in payload.attachments
+                    ),
+                )
             )
-            for a in payload.attachments
+        if not payload.completion:
+            return (create,)
+        return (create, self._complete_item(payload))
+
+    def _complete_item(self, payload: EmailPayload) -> Operation:
+        """The completion alone, for an email that already existed (``If-Match: *``: update only,
+        a PATCH is otherwise an upsert)."""
+        return Operation(
+            "PATCH",
+            self.url(f"emails({payload.activity_id})"),
+            body=dict(payload.completion),
+            key=payload.activity_id,
+            headers=(("If-Match", "*"),),
         )
-        return ChangeSet((email, *attachments))
 
     # --- batches ------------------------------------------------------------------------------
 
-    def _run_jobs(self, jobs: Sequence[_Job], phase: str) -> dict[str, tuple[_Verdict, int]]:
-        """Send ``jobs`` in ``$batch`` requests, in parallel, retrying failed ones in later
-        batches; ``{key: (final verdict, attempts)}``."""
-        results: dict[str, tuple[_Verdict, int]] = {}
-        pending: deque[_Job] = deque(jobs)
-        in_flight: dict[Future[_BatchOutcome], list[_Job]] = {}
-        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="dataverse") as pool:
-            while pending or in_flight:
-                while pending and len(in_flight) < self.throttle.concurrency:
-                    chunk = _take(pending, self.throttle.batch_size)
-                    in_flight[pool.submit(self._run_batch, chunk, phase)] = chunk
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    chunk = in_flight.pop(future)
-                    outcome = future.result()
-                    for record in outcome.records:
-                        if self.on_batch is not None:
-                            self.on_batch(record)
-                    for job, verdict in zip(chunk, outcome.verdicts, strict=True):
-                        if verdict.retry and job.attempts < self.max_operation_attempts:
-                            job.attempts += 1
-                            pending.append(job)
-                        else:
-                            results[job.key] = (verdict, job.attempts)
-        return results
+    def may_start_batch(self, active: int) -> bool:
+        """May one more ``$batch`` request go, with ``active`` ones in flight?
 
-    def _run_batch(self, chunk: list[_Job], phase: str) -> _BatchOutcome:
+        Below the throttle's concurrency and the cap; a fractional cap (3.6) lets the last
+        request (the fourth) go that fraction of the times it is asked, so the average number in
+        flight follows the cap smoothly instead of in whole requests (25 % steps at 4).
+        """
+        with self._gov_lock:
+            cap = self._in_flight_cap
+        if active >= self.throttle.concurrency or active >= math.ceil(cap):
+            return False
+        return active + 1 <= cap or self._rng.random() < cap - math.floor(cap)
+
+    @property
+    def batch_size(self) -> int:
+        """Operations per ``$batch``: the throttle's, never below the size it started with.
+
+        The execution-time limit is a budget of server time per window: smaller batches do not
+        spend it more slowly (the same operations are executed), they only add requests and
+        overhead. What does spend it more slowly is fewer requests in flight (see
+        :meth:`_governed`), as the limit's own message says ("Decrease number of concurrent
+        requests").
+        """
+        return max(self._min_batch_size, self.throttle.batch_size)
+
+    def _governed(self, limit_code: str | None, retry_after_s: float) -> None:
+        """After an execution-time or concurrency 429: fewer requests in flight.
+
+        Multiplicative decrease of the cap to 85 % of what was in flight, once per pause (the
+        requests that were in flight when the limit was met get their 429s too, and must not
+        shrink it again).
+        """
+        if limit_code not in (EXECUTION_TIME_LIMIT, CONCURRENCY_LIMIT, None):
+            return
+        with self._gov_lock:
+            now = self.throttle.clock.monotonic()
+            if now < self._cut_until:
+                return
+            self._cut_until = now + retry_after_s
+            in_flight = max(1, self._in_flight)
+            self._in_flight_cap = max(1.0, min(self._in_flight_cap, float(in_flight)) * 0.85)
+
+    def _run_batch(self, chunk: list[_Job]) -> _BatchOutcome:
         """One ``$batch`` request for ``chunk`` (in a worker thread): a verdict per job."""
-        items = [job.item for job in chunk]
+        items = _numbered([item for job in chunk for item in job.items])
         encoded = encode_batch(items)
         round_ = max(job.attempts for job in chunk)
+        phase = chunk[0].phase
         attempts: list[_Attempt] = []
+        with self._gov_lock:
+            self._in_flight += 1
         try:
             response = self._send(
                 "POST",
@@ -523,17 +616,23 @@ class DataverseClient:
                     attempts, encoded.body, encoded.operation_count, 0, round_, phase, None
                 ),
             )
-        verdicts, inner_limit = self._verdicts(chunk, items, response, phase)
+        finally:
+            with self._gov_lock:
+                self._in_flight -= 1
+        verdicts, inner_limit = self._verdicts(chunk, items, response)
         succeeded = sum(job.operations for job, v in zip(chunk, verdicts, strict=True) if v.ok)
         if inner_limit is None and all(not v.retry for v in verdicts):
             self.throttle.record_clean()
+            with self._gov_lock:  # additive increase: one more request per 8·cap² clean batches
+                cap = self._in_flight_cap
+                self._in_flight_cap = min(float(self.max_concurrency), cap + 0.125 / (cap * cap))
         records = self._records(
             attempts, encoded.body, encoded.operation_count, succeeded, round_, phase, inner_limit
         )
         return _BatchOutcome(verdicts, records)
 
     def _verdicts(
-        self, chunk: list[_Job], items: list[BatchItem], response: httpx.Response, phase: str
+        self, chunk: list[_Job], items: list[BatchItem], response: httpx.Response
     ) -> tuple[list[_Verdict], str | None]:
         """Read the batch response into one verdict per job (and the first inner 429's code)."""
         ctype = response.headers.get("Content-Type", "")
@@ -559,22 +658,25 @@ class DataverseClient:
                 error_message=str(exc),
             )
             return [garbled] * len(chunk), None
-        by_job: list[list[OperationResponse | None]] = []
-        position = 0
-        for job in chunk:
-            by_job.append([r for _, r in pairs[position : position + job.operations]])
-            position += job.operations
         inner_limit: str | None = None
         verdicts: list[_Verdict] = []
-        for answers in by_job:
-            verdict = _judge(answers, existing_is_done=phase == "create")
+        position = 0
+        for job in chunk:
+            answers = [r for _, r in pairs[position : position + job.operations]]
+            position += job.operations
+            verdict = (
+                _judge_email(answers, completes=job.completes)
+                if job.phase == "create"
+                else _judge(answers, existing_is_done=False)
+            )
             throttled = next((a for a in answers if a is not None and a.status == 429), None)
             if throttled is not None:
                 limit = limit_code_of(throttled.body)
                 inner_limit = inner_limit or limit
-                self.throttle.record_throttled(
+                event = self.throttle.record_throttled(
                     limit, parse_retry_after(throttled.headers.get("retry-after"))
                 )
+                self._governed(limit, event.retry_after_s)
             verdicts.append(verdict)
         return verdicts, inner_limit
 
@@ -610,6 +712,211 @@ class DataverseClient:
         return records
 
 
+@dataclass(slots=True)
+class _Round:
+    """One submitted round: its keys in order and the final result of each, as they come."""
+
+    order: list[str]
+    payloads: dict[str, EmailPayload]
+    results: dict[str, Any] = field(default_factory=dict)
+    remaining: int = 0
+
+
+class EmailPipeline:
+    """Keeps ``$batch`` requests in flight while the caller prepares the next round.
+
+    :meth:`submit` hands over a round of emails and returns at once; worker threads (up to the
+    client's ``max_concurrency``, as many at a time as the throttle's ``concurrency``) take
+    jobs from one queue shared by every round, so the last batches of a round overlap with the
+    first of the next and no worker idles between rounds. Each email is its create and its
+    completion, neighbours in one batch (:meth:`DataverseClient._create_items`); operations to
+    retry go ahead of new work, so started rounds finish first. :meth:`collect` returns the
+    rounds whose every email has its final :class:`OperationResult`, and reports the
+    ``$batch`` attempts to the client's ``on_batch`` on the calling thread.
+
+    Use as a context manager; leaving it (or :meth:`close`) drops what has not been sent yet
+    and waits for the requests in flight.
+    """
+
+    def __init__(self, client: DataverseClient, *, batch_size: int | None = None) -> None:
+        self.client = client
+        self._batch_size = batch_size  # None: the throttle's adaptive batch size
+        self._cond = threading.Condition()
+        self._pending: deque[_Job] = deque()
+        self._rounds: dict[int, _Round] = {}
+        self._finished: deque[int] = deque()
+        self._records: list[BatchRecord] = []
+        self._threads: list[threading.Thread] = []
+        self._active = 0
+        self._tickets = 0
+        self._closing = False
+
+    def __enter__(self) -> EmailPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def outstanding(self) -> int:
+        """Emails submitted whose final result is not known yet."""
+        with self._cond:
+            return sum(r.remaining for r in self._rounds.values())
+
+    def submit(self, payloads: Sequence[EmailPayload]) -> int:
+        """Queue a round of emails; return its ticket (what :meth:`collect` names it by)."""
+        unique: dict[str, EmailPayload] = {}
+        for payload in payloads:
+            unique.setdefault(payload.activity_id, payload)
+        client = self.client
+        return self._submit(
+            [p.activity_id for p in payloads],
+            unique,
+            lambda ticket: [
+                _Job(key, client._create_items(p), ticket, "create", bool(p.completion))
+                for key, p in unique.items()
+            ],
+        )
+
+    def _submit(
+        self,
+        order: list[str],
+        payloads: dict[str, EmailPayload],
+        make_jobs: Callable[[int], list[_Job]],
+    ) -> int:
+        with self._cond:
+            if self._closing:
+                raise DataverseError(0, "pipeline_closed", "the email pipeline is closed")
+            self._tickets += 1
+            ticket = self._tickets
+            jobs = make_jobs(ticket)
+            self._rounds[ticket] = _Round(order, payloads, remaining=len(jobs))
+            if not jobs:
+                self._finished.append(ticket)
+            self._pending.extend(jobs)
+            self._start_workers()
+            self._cond.notify_all()
+        return ticket
+
+    def collect(
+        self, *, block: bool = False, timeout: float | None = None
+    ) -> list[tuple[int, list[Any]]]:
+        """The rounds finished since the last call: ``(ticket, results in submission order)``.
+
+        With ``block``, wait (at most ``timeout`` seconds) until at least one round finishes
+        or none is left.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while block and not self._finished and self._rounds:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(0.5 if left is None else min(left, 0.5))
+            done = [(t, self._rounds.pop(t)) for t in self._finished]
+            self._finished.clear()
+            records, self._records = self._records, []
+        if self.client.on_batch is not None:
+            for record in records:
+                self.client.on_batch(record)
+        return [(t, [r.results[key] for key in r.order]) for t, r in done]
+
+    def close(self) -> None:
+        """Drop what is not sent yet; wait for the requests in flight."""
+        with self._cond:
+            self._closing = True
+            self._pending.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        while len(self._threads) < self.client.max_concurrency:
+            thread = threading.Thread(
+                target=self._work, name=f"dataverse-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        client = self.client
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._closing and (
+                    not self._pending or not client.may_start_batch(self._active)
+                ):
+                    cond.wait(0.05)
+                if self._closing:
+                    return
+                size = self._batch_size or client.batch_size
+                chunk = _take(self._pending, size)
+                self._active += 1
+            try:
+                outcome = client._run_batch(chunk)
+                settled = [
+                    self._settle(job, v) for job, v in zip(chunk, outcome.verdicts, strict=True)
+                ]
+            except Exception as err:  # a bug, not an answer: fail these jobs, never hang
+                log.exception("batch of %d job(s) failed in the client", len(chunk))
+                failed = _Verdict(False, error_code="client_error", error_message=repr(err))
+                outcome = _BatchOutcome([failed] * len(chunk))
+                settled = [(None, self._final(job, failed)) for job in chunk]
+            with cond:
+                self._active -= 1
+                self._records.extend(outcome.records)
+                for job, (again, final) in reversed(list(zip(chunk, settled, strict=True))):
+                    if again is not None:
+                        self._pending.appendleft(again)  # finish started rounds first
+                        continue
+                    found = self._rounds.get(job.ticket)
+                    if found is None:
+                        continue
+                    found.results[job.key] = final
+                    found.remaining -= 1
+                    if found.remaining == 0:
+                        self._finished.append(job.ticket)
+                cond.notify_all()
+
+    def _settle(self, job: _Job, verdict: _Verdict) -> tuple[_Job | None, Any]:
+        """``(job to send, None)`` to send again or go on, or ``(None, final result)``."""
+        client = self.client
+        if verdict.retry and job.attempts < client.max_operation_attempts:
+            job.attempts += 1
+            return job, None
+        if verdict.completion_failed and client._is_completed(job.key):
+            verdict = _Verdict(True, existed=verdict.existed, status=verdict.status)
+        return None, self._final(job, verdict)
+
+    @staticmethod
+    def _final(job: _Job, verdict: _Verdict) -> Any:
+        if job.phase == "read":
+            return verdict
+        tries = job.attempts
+        if not verdict.ok:
+            return OperationResult(
+                job.key,
+                False,
+                created=False,
+                completed=False,
+                status=verdict.status,
+                error_code=verdict.error_code,
+                error_message=verdict.error_message,
+                attempts=tries,
+            )
+        return OperationResult(
+            job.key,
+            True,
+            created=job.phase == "create" and not verdict.existed,
+            completed=True,
+            status=verdict.status,
+            attempts=tries,
+        )
+
+
 def _judge(answers: list[OperationResponse | None], *, existing_is_done: bool) -> _Verdict:
     """The verdict on one job (an operation, or a change set's operations) from its answers.
 
@@ -624,7 +931,10 @@ def _judge(answers: list[OperationResponse | None], *, existing_is_done: bool) -
         )
     responses = [a for a in answers if a is not None]
     if all(a.ok for a in responses):
-        return _Verdict(True, status=responses[0].status)
+        row = responses[0].json() if responses[0].status == 200 else None
+        return _Verdict(
+            True, status=responses[0].status, row=row if isinstance(row, dict) else None
+        )
     bad = next(a for a in responses if not a.ok)
     if existing_is_done and is_duplicate(bad):
         return _Verdict(True, existed=True, status=bad.status)
@@ -638,17 +948,66 @@ def _judge(answers: list[OperationResponse | None], *, existing_is_done: bool) -
     )
 
 
+def _judge_email(answers: list[OperationResponse | None], *, completes: bool) -> _Verdict:
+    """The verdict on one email from the answers to its create (and attachments) and, with
+    ``completes``, its completion (the last answer)."""
+    create = _judge(answers[:-1] if completes else answers, existing_is_done=True)
+    if not create.ok or not completes:
+        return create
+    done = _judge(answers[-1:], existing_is_done=False)
+    if done.ok:
+        return create
+    return replace(done, existed=create.existed, completion_failed=True)
+
+
 def _take(pending: deque[_Job], batch_size: int) -> list[_Job]:
     """Jobs from the front of ``pending`` up to ``batch_size`` operations (at least one job)."""
     chunk = [pending.popleft()]
     total = chunk[0].operations
+    limit = min(batch_size, MAX_BATCH_OPERATIONS)
     while pending:
         size = pending[0].operations
-        if total + size > min(batch_size, MAX_BATCH_OPERATIONS):
+        if total + size > limit:
             break
         chunk.append(pending.popleft())
         total += size
     return chunk
+
+
+def _with_ticket(jobs: Iterable[_Job], ticket: int) -> list[_Job]:
+    out = list(jobs)
+    for job in out:
+        job.ticket = ticket
+    return out
+
+
+def _numbered(items: Sequence[BatchItem]) -> list[BatchItem]:
+    """``items`` with every change set operation numbered ``1, 2, ...`` through the batch.
+
+    Content-IDs are unique within a batch; a job names its own operations symbolically
+    (``content_id="email"``, a ``PATCH $email``), and this gives them the batch's numbers and
+    rewrites the ``$<name>`` references of the same change set.
+    """
+    out: list[BatchItem] = []
+    number = 0
+    for item in items:
+        if isinstance(item, Operation):
+            out.append(item)
+            continue
+        names: dict[str, str] = {}
+        operations = []
+        for op in item.operations:
+            number += 1
+            url = op.url
+            if url.startswith("$"):
+                name, slash, rest = url[1:].partition("/")
+                if name in names:
+                    url = f"${names[name]}{slash}{rest}"
+            if op.content_id:
+                names[op.content_id] = str(number)
+            operations.append(replace(op, url=url, content_id=str(number)))
+        out.append(ChangeSet(tuple(operations)))
+    return out
 
 
 def _error_of(response: httpx.Response) -> DataverseError:

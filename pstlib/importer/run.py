@@ -7,8 +7,10 @@
    the store, and (dataverse target) against Dataverse by ``messageid``;
 3. collects the rest into batches of ``batch_messages``; per batch, resolves the correspondents'
    contacts (:mod:`pstlib.importer.contacts`), maps the messages to Dataverse payloads, records
-   them ``pending`` with their deterministic activity ids, sends them with
-   :meth:`DataverseClient.create_emails` and records each one ``imported`` or ``failed``.
+   them ``pending`` with their deterministic activity ids, hands them to the client's
+   :class:`~pstlib.dataverse.client.EmailPipeline` and goes on reading: the next batch is read,
+   looked up and mapped while this one is in flight (at most about two batches are
+   outstanding). Each message is recorded ``imported`` or ``failed`` when its round is answered.
    The *assess* target writes nowhere but the store: messages are recorded ``read``, contacts
    ``skipped`` with what the policy would do.
 
@@ -49,7 +51,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from pstlib.dataverse import BatchRecord, DataverseClient, MappingOptions, ThrottleEvent
-from pstlib.dataverse.client import OperationResult
+from pstlib.dataverse.client import EmailPipeline, OperationResult
 from pstlib.dataverse.mapping import EmailPayload, is_outgoing, map_message
 from pstlib.errors import ConfigError, DataverseError, SourceError
 from pstlib.importer.collector import Collector
@@ -180,7 +182,7 @@ def import_mail(
         run.start()
         for index, path in enumerate(files):
             run.read_source(index, path)
-        run.send_batch()
+        run.finish_sending()
         status = SessionStatus.COMPLETED
     except (KeyboardInterrupt, TargetUnavailableError):
         status = SessionStatus.INTERRUPTED
@@ -338,6 +340,9 @@ class _Run:
         self._started = time.monotonic()
         self._next_metrics = 0.0
         self._hooks: tuple[Any, Any] | None = None
+        self.pipeline: EmailPipeline | None = None
+        self.in_flight: dict[int, list[tuple[_Item, EmailPayload]]] = {}
+        self.closing = False
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -365,8 +370,13 @@ class _Run:
 
             self.client.on_batch = on_batch
             self.client.throttle.on_throttle = on_throttle
+            self.pipeline = self.client.email_pipeline()
 
     def close(self) -> None:
+        if self.pipeline is not None:  # what is not sent stays pending: a resume sends it
+            self.pipeline.close()
+            self.closing = True
+            self._acknowledge_finished(block=False)
         if self.client is not None and self._hooks is not None:
             self.client.on_batch, self.client.throttle.on_throttle = self._hooks
         self._heartbeat(force=True)
@@ -567,12 +577,29 @@ class _Run:
             prepared.append((item, payload))
         if not prepared:
             return
-        try:
-            results = client.create_emails([p for _, p in prepared])
-        except DataverseError as err:
-            self._batch_failed([i for i, _ in prepared], "send", err)
+        pipeline = self.pipeline or client.email_pipeline()
+        self.pipeline = pipeline
+        self.in_flight[pipeline.submit([p for _, p in prepared])] = prepared
+        # keep reading and preparing while this round is sent, but never more than about one
+        # round ahead of what Dataverse has acknowledged
+        self._acknowledge_finished(block=False)
+        while pipeline.outstanding > 2 * self.options.batch_messages:
+            self._acknowledge_finished(block=True)
+
+    def finish_sending(self) -> None:
+        """Send the last collected batch and wait until every round is acknowledged."""
+        self.send_batch()
+        while self.in_flight:
+            self._acknowledge_finished(block=True)
+
+    def _acknowledge_finished(self, *, block: bool) -> None:
+        """Record the fate of every message of the rounds Dataverse has finished."""
+        if self.pipeline is None:
             return
-        self._acknowledge(prepared, results)
+        for ticket, results in self.pipeline.collect(block=block, timeout=1.0):
+            prepared = self.in_flight.pop(ticket, None)
+            if prepared is not None:
+                self._acknowledge(prepared, results)
 
     def _payload(self, message: Message, contacts: dict[str, str]) -> EmailPayload:
         regarding = None
@@ -632,7 +659,7 @@ class _Run:
 
     def _count_batch(self, failed_entirely: bool) -> None:
         self.failed_batches = self.failed_batches + 1 if failed_entirely else 0
-        if self.failed_batches >= self.options.max_failed_batches:
+        if self.failed_batches >= self.options.max_failed_batches and not self.closing:
             raise TargetUnavailableError(
                 0,
                 "target_unavailable",

@@ -149,9 +149,8 @@ def test_emails_are_created_completed_and_verifiable(
         }
 
     phases = [(r.phase, r.http_status, r.operations, r.succeeded) for r in records]
-    assert (
-        sum(r.operations for r in records if r.phase == "create") == 3 + 1
-    )  # 3 emails, 1 attachment
+    # one change set per email: 3 creates, 1 attachment, 3 completions (PATCH $<email>)
+    assert sum(r.operations for r in records if r.phase == "create") == 3 + 1 + 3
     assert all(status == 200 for _, status, _, _ in phases)
     assert all(r.request_bytes > 0 and r.duration_s >= 0 and r.attempt == 1 for r in records)
 
@@ -210,7 +209,8 @@ def test_throttling_is_waited_out_and_recorded(
 def test_dropped_connections_and_503s_are_retried(
     standin: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = StandinConfig(drop_on_requests=frozenset({1}), error_on_requests=frozenset({2, 4}))
+    # one $batch does it all now (create + complete): fail its first three tries
+    config = StandinConfig(drop_on_requests=frozenset({1}), error_on_requests=frozenset({2, 3}))
     payloads = [map_message(_message(n), mailbox_owner=OWNER) for n in range(1, 4)]
     with StandinServer(config) as server, _client(server, monkeypatch) as client:
         results = client.create_emails(payloads)

@@ -83,16 +83,17 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
             child = fork.Process(target=import_once, args=args)
             child.start()
             child.join(rng.uniform(0.05, 0.6))
-            if child.exitcode is not None:  # finished before the kill
+            if child.exitcode is not None:  # finished before the kill: the session is complete
                 assert child.exitcode == 0
                 break
             os.kill(child.pid or 0, signal.SIGKILL)
             child.join()
             landed += 1
-        child = fork.Process(target=import_once, args=args)  # the same command, to the end
-        child.start()
-        child.join(120)
-        assert child.exitcode == 0
+        else:
+            child = fork.Process(target=import_once, args=args)  # the same command, to the end
+            child.start()
+            child.join(120)
+            assert child.exitcode == 0
     finally:
         standin.kill()
         standin.wait()
