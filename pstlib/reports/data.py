@@ -165,7 +165,7 @@ class ReportData:
 
     def raw_events(self) -> pd.DataFrame:
         return self._cached("events", lambda: timeline.contact_events(
-            self.raw_messages(), self.raw_recipients(), self.owner_address))
+            self.raw_messages(), self.raw_recipients(), self.owner_address), disk=True)
 
     def raw_gaps(self) -> pd.DataFrame:
         return self._cached("gaps", lambda: timeline.detect_gaps(
@@ -181,7 +181,7 @@ class ReportData:
 
     def raw_pairs(self) -> pd.DataFrame:
         return self._cached("pairs", lambda: threading.reply_pairs(
-            self.raw_messages(), self.raw_threads()))
+            self.raw_messages(), self.raw_threads()), disk=True)
 
     def raw_profiles(self) -> pd.DataFrame:
         return self._cached("profiles", lambda: senders.profile_senders(
@@ -190,7 +190,7 @@ class ReportData:
 
     def raw_graph(self) -> nx.DiGraph:
         return self._cached("graph", lambda: network.build_graph(
-            self.raw_messages(), self.raw_recipients()))
+            self.raw_messages(), self.raw_recipients()), disk=True)
 
     def raw_hubs(self) -> pd.DataFrame:
         return self._cached("hubs", lambda: network.find_hubs(self.raw_graph()), disk=True)
@@ -294,7 +294,8 @@ class ReportData:
         )
 
     def trends(self, freq: str = "MS") -> pd.DataFrame:
-        return senders.volume_trends(self.raw_messages(), freq=freq)
+        return self._cached(f"trends:{freq}", lambda: senders.volume_trends(
+            self.raw_messages(), freq=freq))
 
     def peaks(self) -> pd.DataFrame:
         return senders.peak_times(self.raw_messages(), tz=self.timezone)
@@ -325,10 +326,9 @@ class ReportData:
     # ------------------------------------------------------------------- operations (all sessions)
     def operations(self, freq: str = "D") -> pd.DataFrame:
         """Per day (or week, ``freq="W-MON"``) across every session in the date range."""
-        messages = self._ops_messages()
-        return views.daily_operations(self._ops_sessions(), messages,
-                                      self.raw_table("errors", whole_store=True),
-                                      self.raw_table("contacts", whole_store=True), freq=freq)
+        return self._cached(f"operations:{freq}", lambda: views.daily_operations(
+            self._ops_sessions(), self._ops_messages(), self.raw_table("errors", whole_store=True),
+            self.raw_table("contacts", whole_store=True), freq=freq))
 
     def _ops_sessions(self) -> pd.DataFrame:
         sessions = self._sessions

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
@@ -73,7 +74,8 @@ def _plain(value: Any) -> Any:
             value.to_pydatetime())
     if isinstance(value, int | float | bool):
         return value
-    return str(value)
+    # control characters XML cannot hold (mail has them) would make openpyxl refuse the workbook
+    return ILLEGAL_CHARACTERS_RE.sub("", str(value))
 
 
 def write_sheet(sheet: Worksheet, frame: pd.DataFrame) -> None:

@@ -1,24 +1,31 @@
 """The report pipeline: papermill → nbconvert HTML → Chromium PDF → Excel, JSON, CSV → index.html.
 
-Everything runs in this process but the kernels (one per notebook) and one Chromium for the whole
-run: two notebooks execute at a time (a thread pool; the kernels are the processes), each is
-converted with nbconvert's Python API as soon as it finishes, and its PDF printed in its own tab of
-the shared browser. A failing notebook does not stop the others; :func:`run_reports` raises
+Everything runs in this process but the kernels and one Chromium for the whole run. Each worker
+(two by default: one per core) keeps one warm kernel for the run (:mod:`pstlib.reports.kernels`:
+started once, reset between notebooks) and takes the next notebook as soon as it finished the
+last; the finished notebook is rendered here meanwhile, by a pool of render threads: nbconvert's
+Python API for the HTML, its PDF printed in its own tab of the shared browser, then the workbook,
+JSON and CSV. The reports run in :func:`schedule`'s order, so the slow shared analysis (the gap
+model) starts first and the reports that reuse it come last, when it is cached. A failing notebook
+does not stop the others; :func:`run_reports` raises
 :class:`~pstlib.reports.errors.ReportsFailedError` at the end, naming the notebook and cell, with
 the failed executed notebook kept beside the outputs.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import logging
+import os
+import queue
 import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +38,7 @@ import papermill
 from pstlib.reports import excel
 from pstlib.reports.context import MANIFEST
 from pstlib.reports.errors import NotebookFailedError, ReportError, ReportsFailedError
+from pstlib.reports.kernels import WarmKernel
 from pstlib.reports.pdf import Browser
 from pstlib.reports.pseudonymise import KEY_VARIABLE
 from pstlib.reports.registry import FORMATS, Report, load_spec, notebooks_dir, select_reports
@@ -38,7 +46,7 @@ from pstlib.reports.render import render_html
 
 log = logging.getLogger(__name__)
 WORKERS = 2
-KERNEL = "python3"
+RENDERERS = 2
 
 
 @dataclass(frozen=True)
@@ -86,19 +94,31 @@ def prune_sections(nb: nbformat.NotebookNode, sections: Sequence[str]) -> nbform
     return result
 
 
-def _execute(report: Report, notebook: Path, parameters: dict[str, Any], work: Path,
-             failed_copy: Path) -> nbformat.NotebookNode:
+def schedule(reports: Sequence[Report]) -> list[Report]:
+    """The order to run ``reports`` in: for each slow shared analysis (``Report.analyses``), the
+    first report that uses it (it computes it, while the other workers run the reports that use
+    none), then the reports that use none, then the others that use one (they find it cached);
+    within the last two groups the reports with the most tables (the most to compute and write)
+    first."""
+    first: list[Report] = []
+    for analysis in dict.fromkeys(a for r in reports for a in r.analyses):
+        user = next(r for r in reports if analysis in r.analyses)
+        if user not in first:
+            first.append(user)
+    rest = sorted((r for r in reports if r not in first), key=lambda r: -len(r.tables))
+    return first + [r for r in rest if not r.analyses] + [r for r in rest if r.analyses]
+
+
+def _execute(kernel: WarmKernel, report: Report, notebook: Path, parameters: dict[str, Any],
+             work: Path, failed_copy: Path) -> nbformat.NotebookNode:
     source: Any = nbformat.read(str(notebook), as_version=4)  # type: ignore[no-untyped-call]
     if report.sections:
         source = prune_sections(source, report.sections)
     work.mkdir(parents=True, exist_ok=True)
     output = work / f"{report.name}.ipynb"
     try:
-        executed: nbformat.NotebookNode = papermill.execute_notebook(
-            source, str(output), parameters=parameters, kernel_name=KERNEL, progress_bar=False,
-            log_output=False, request_save_on_cell_execute=False)
         # (no cwd: papermill changes the process's directory for it, which threads share)
-        return executed
+        return kernel.execute(source, str(output), parameters)
     except papermill.PapermillExecutionError as err:
         failed_copy.parent.mkdir(parents=True, exist_ok=True)
         if output.exists():
@@ -116,43 +136,109 @@ def _tables(tables_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     return tables, meta
 
 
-def _run_one(report: Report, parameters: dict[str, Any], nb_dir: Path, out_dir: Path,
-             work: Path, formats: Sequence[str], browser: Browser | None) -> ReportOutput:
-    started = time.perf_counter()
-    target = out_dir / report.name
-    tables_dir = work / report.name / "tables"
-    params = {**report.parameters, **parameters, "tables_dir": str(tables_dir),
-              "cache_dir": str(work / "cache")}
-    nb = _execute(report, nb_dir / f"{report.notebook}.ipynb", params, work / report.name,
-                  target / f"{report.name}.failed.ipynb")
-    tables, meta = _tables(tables_dir)
-    about = {"report": report.name, "title": report.title, **meta}
-    paths: dict[str, tuple[Path, ...]] = {}
-    target.mkdir(parents=True, exist_ok=True)
-    subtitle = f"{report.description} Session {meta.get('session_id', '')}."
-    page: Path | None = None
-    if "html" in formats or "pdf" in formats:
-        page = target / f"{report.name}.html"
-        page.write_text(render_html(nb, title=report.title, subtitle=subtitle), encoding="utf-8")
-        if "html" in formats:
-            paths["html"] = (page,)
-    if "xlsx" in formats:
-        paths["xlsx"] = (excel.write_workbook(tables, target / f"{report.name}.xlsx",
+@dataclass(frozen=True)
+class _Job:
+    """One report of a run: where its notebook, parameters, work files and outputs are."""
+
+    report: Report
+    notebook: Path
+    parameters: dict[str, Any]
+    work: Path
+    target: Path
+    formats: tuple[str, ...]
+
+    @classmethod
+    def of(cls, report: Report, parameters: Mapping[str, Any], nb_dir: Path, out_dir: Path,
+           work: Path, formats: Sequence[str]) -> _Job:
+        params = {**report.parameters, **parameters,
+                  "tables_dir": str(work / report.name / "tables"),
+                  "cache_dir": str(work / "cache")}
+        return cls(report, nb_dir / f"{report.notebook}.ipynb", params, work / report.name,
+                   out_dir / report.name, tuple(f for f in formats if f in report.formats))
+
+    def execute(self, kernel: WarmKernel) -> nbformat.NotebookNode:
+        return _execute(kernel, self.report, self.notebook, self.parameters, self.work,
+                        self.target / f"{self.report.name}.failed.ipynb")
+
+    def render(self, nb: nbformat.NotebookNode, browser: Browser | None,
+               started: float) -> ReportOutput:
+        """Write the executed notebook's outputs in every format asked for."""
+        report, target, formats = self.report, self.target, self.formats
+        tables, meta = _tables(self.work / "tables")
+        about = {"report": report.name, "title": report.title, **meta}
+        paths: dict[str, tuple[Path, ...]] = {}
+        target.mkdir(parents=True, exist_ok=True)
+        subtitle = f"{report.description} Session {meta.get('session_id', '')}."
+        if "html" in formats or "pdf" in formats:
+            page = target / f"{report.name}.html"
+            page.write_text(render_html(nb, title=report.title, subtitle=subtitle),
+                            encoding="utf-8")
+            if "html" in formats:
+                paths["html"] = (page,)
+            if "pdf" in formats and browser is not None:
+                paths["pdf"] = (browser.print_pdf(page, target / f"{report.name}.pdf"),)
+            if "html" not in formats:
+                page.unlink()
+        if "xlsx" in formats:
+            paths["xlsx"] = (excel.write_workbook(tables, target / f"{report.name}.xlsx",
+                                                  about=about),)
+        if "json" in formats:
+            paths["json"] = (excel.write_json(tables, target / f"{report.name}.json",
                                               about=about),)
-    if "json" in formats:
-        paths["json"] = (excel.write_json(tables, target / f"{report.name}.json", about=about),)
-    if "csv" in formats:
-        paths["csv"] = tuple(excel.write_csv(frame, target / "csv" / f"{name}.csv")
-                             for name, frame in tables.items())
-    if "pdf" in formats and page is not None and browser is not None:
-        paths["pdf"] = (browser.print_pdf(page, target / f"{report.name}.pdf"),)
-        if "html" not in formats:
-            page.unlink()
-    missing = tuple(t for t in report.tables if t not in tables)
-    if missing:
-        log.warning("report %s recorded no table(s) %s", report.name, ", ".join(missing))
-    return ReportOutput(report.name, report.title, paths, time.perf_counter() - started,
-                        tuple(tables), missing)
+        if "csv" in formats:
+            paths["csv"] = tuple(excel.write_csv(frame, target / "csv" / f"{name}.csv")
+                                 for name, frame in tables.items())
+        missing = tuple(t for t in report.tables if t not in tables)
+        if missing:
+            log.warning("report %s recorded no table(s) %s", report.name, ", ".join(missing))
+        return ReportOutput(report.name, report.title, paths, time.perf_counter() - started,
+                            tuple(tables), missing)
+
+
+def _run_jobs(jobs: Sequence[_Job], workers: int,
+              browser: Browser | None) -> list[Future[ReportOutput]]:
+    """Execute ``jobs`` in order on ``workers`` warm kernels, rendering each as it finishes; the
+    futures of their outputs, in the order of ``jobs``."""
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(jobs)):
+        pending.put(index)
+    results: list[Future[ReportOutput]] = [Future() for _ in jobs]
+
+    def relay(index: int, rendered: Future[ReportOutput]) -> None:
+        error = rendered.exception()
+        if error is None:
+            results[index].set_result(rendered.result())
+        else:
+            results[index].set_exception(error)
+
+    def work(render: ThreadPoolExecutor) -> None:
+        kernel: WarmKernel | None = None
+        try:
+            while True:
+                try:
+                    index = pending.get_nowait()
+                except queue.Empty:
+                    return
+                job, started = jobs[index], time.perf_counter()
+                try:
+                    if kernel is None:
+                        kernel = WarmKernel()
+                    nb = job.execute(kernel)
+                except Exception as err:
+                    results[index].set_exception(err)
+                    continue
+                rendered = render.submit(job.render, nb, browser, started)
+                rendered.add_done_callback(functools.partial(relay, index))
+        finally:
+            if kernel is not None:
+                kernel.shutdown()
+
+    count = max(1, min(workers, len(jobs)))
+    with ThreadPoolExecutor(max_workers=RENDERERS, thread_name_prefix="render") as render, \
+            ThreadPoolExecutor(max_workers=count, thread_name_prefix="kernel") as pool:
+        for future in [pool.submit(work, render) for _ in range(count)]:
+            future.result()
+    return results
 
 
 def write_index(run_dir: Path, outputs: Sequence[ReportOutput], *, store: str,
@@ -224,8 +310,6 @@ def run_reports(
     params: dict[str, Any] = {"store": store_text, "session_id": session_id,
                               "pseudonymise": pseudonymise, **(parameters or {})}
     if pseudonymise:
-        import os
-
         # one key for every kernel of the run (inherited from this process), never a parameter
         os.environ.setdefault(KEY_VARIABLE, secrets.token_hex(16))
     outputs: list[ReportOutput] = []
@@ -233,24 +317,23 @@ def run_reports(
     needs_pdf = any("pdf" in formats and "pdf" in r.formats for r in reports)
     with tempfile.TemporaryDirectory(prefix="pstlib-reports-") as tmp:
         work = Path(tmp)
+        jobs = [_Job.of(r, params, nb_dir, run_dir, work, formats) for r in schedule(reports)]
         browser = Browser() if needs_pdf else None
         try:
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                futures = [(r, pool.submit(_run_one, r, params, nb_dir, run_dir, work,
-                                           [f for f in formats if f in r.formats], browser))
-                           for r in reports]
-                for report, future in futures:
-                    try:
-                        outputs.append(future.result())
-                    except Exception as err:
-                        failure = err if isinstance(err, ReportError) else ReportError(
-                            f"report {report.name}: {type(err).__name__}: {err}")
-                        failures.append(failure)
-                        outputs.append(ReportOutput(report.name, report.title, {}, 0.0,
-                                                    error=str(failure)))
+            done = dict(zip((j.report.name for j in jobs), _run_jobs(jobs, workers, browser),
+                            strict=True))
         finally:
             if browser is not None:
                 browser.close()
+        for report in reports:  # (outputs in the order asked for)
+            try:
+                outputs.append(done[report.name].result())
+            except Exception as err:
+                failure = err if isinstance(err, ReportError) else ReportError(
+                    f"report {report.name}: {type(err).__name__}: {err}")
+                failures.append(failure)
+                outputs.append(ReportOutput(report.name, report.title, {}, 0.0,
+                                            error=str(failure)))
     shown = {k: v for k, v in params.items() if k != "store"}
     index = write_index(run_dir, outputs, store=store_text, parameters=shown)
     run = ReportRun(run_dir, index, tuple(outputs), time.perf_counter() - started,

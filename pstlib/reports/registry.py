@@ -45,6 +45,12 @@ class Report:
     parameters: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     formats: tuple[str, ...] = FORMATS
     sections: tuple[str, ...] = ()  # custom reports: only these headings' sections
+    analyses: tuple[str, ...] = ()  # the slow analyses it shares with others (run order)
+
+
+GAPS = ("gaps",)
+"""The gap model: seconds on a large mailbox, computed once per run and shared (see
+:func:`pstlib.reports.execute.schedule`)."""
 
 
 REPORTS: dict[str, Report] = {
@@ -56,7 +62,8 @@ REPORTS: dict[str, Report] = {
                 "contacts")),
         Report("timeline", "20-timeline", "Timeline completeness",
                "Gaps in each contact's timeline, completeness scores and where to look.",
-               ("completeness", "gaps", "recommendations", "contact_timelines")),
+               ("completeness", "gaps", "recommendations", "contact_timelines"),
+               analyses=GAPS),
         Report("senders", "30-senders", "Senders",
                "Who writes to the mailbox: profiles, classes, reply times and volume.",
                ("sender_profiles", "sender_classes", "monthly_volume")),
@@ -65,11 +72,12 @@ REPORTS: dict[str, Report] = {
                ("hubs", "communities", "relationships")),
         Report("executive-summary", "50-executive-summary", "Executive summary",
                "The migration on one page: success, completeness, who matters, next steps.",
-               ("key_figures", "top_gaps", "next_steps")),
+               ("key_figures", "top_gaps", "next_steps"), analyses=GAPS),
         Report("detailed-analytics", "60-detailed-analytics", "Detailed analytics",
                "Every analysis in full, for the analyst.",
                ("key_figures", "breakdown", "coverage", "completeness", "gaps",
-                "sender_profiles", "reply_pairs", "hubs", "relationships", "weekly_volume")),
+                "sender_profiles", "reply_pairs", "hubs", "relationships", "weekly_volume"),
+               analyses=GAPS),
         Report("operations", "70-operations", "Operations",
                "Daily and weekly operations: imports, errors and their resolution, contacts "
                "created, system health.",
@@ -77,7 +85,7 @@ REPORTS: dict[str, Report] = {
         Report("dashboard", "dashboard", "Dashboard",
                "Self-service view of a session and a contact.",
                ("key_figures",), MappingProxyType({"interactive": False}),
-               ("html", "pdf", "xlsx", "json", "csv")),
+               ("html", "pdf", "xlsx", "json", "csv"), analyses=GAPS),
     )
 }
 
@@ -143,4 +151,5 @@ def load_spec(spec: str | Path | Mapping[str, Any]) -> Report:
                   description=str(data.get("description", template.description)),
                   tables=() if data.get("sections") else template.tables,
                   parameters=MappingProxyType({**template.parameters, **filters}),
-                  formats=formats, sections=tuple(str(s) for s in data.get("sections", ())))
+                  formats=formats, sections=tuple(str(s) for s in data.get("sections", ())),
+                  analyses=template.analyses)

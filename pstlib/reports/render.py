@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,19 @@ table.pstlib-table tr:nth-child(even) td { background: #f7f9fb; }
 """
 
 
+_EXPORTERS = threading.local()
+
+
 def _exporter() -> HTMLExporter:
+    """This thread's exporter (built once per thread: its templates load in a tenth of a second,
+    and an exporter is not meant to be shared between threads)."""
+    exporter: HTMLExporter | None = getattr(_EXPORTERS, "exporter", None)
+    if exporter is None:
+        exporter = _EXPORTERS.exporter = _new_exporter()
+    return exporter
+
+
+def _new_exporter() -> HTMLExporter:
     exporter = HTMLExporter(  # type: ignore[no-untyped-call]
         template_name="pstlib", extra_template_basedirs=[str(TEMPLATES)])
     exporter.exclude_input = True

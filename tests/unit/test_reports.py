@@ -143,3 +143,35 @@ def test_spec_builds_a_custom_report() -> None:
         load_spec({"filters": {"password": "x"}})
     with pytest.raises(ReportError, match="unknown format"):
         load_spec({"formats": ["docx"]})
+
+
+def test_xlsx_keeps_values_types_and_drops_what_xml_cannot_hold(tmp_path: Path) -> None:
+    frame = pd.DataFrame({
+        "text": ["a\x07b", None, "<&>"],  # a bell (illegal in XML) is dropped, markup escaped
+        "flag": pd.array([True, None, False], dtype="boolean"),
+        "count": pd.array([1, None, 3], dtype="Int64"),
+        "share_rate": [0.5, float("nan"), float("inf")],  # not finite: an empty cell
+        "day": pd.to_datetime(["2024-01-01", None, "2024-01-03"]),
+        "mixed": [1, "x", pd.Timestamp("2024-01-01 12:00", tz="UTC")],
+    })
+    path = write_workbook({"t": frame}, tmp_path / "b.xlsx")
+    sheet = openpyxl.load_workbook(path)["t"]
+    assert [c.value for c in sheet["A"]] == ["text", "ab", None, "<&>"]
+    assert [c.value for c in sheet["B"]][1:] == [True, None, False]
+    assert [c.value for c in sheet["C"]][1:] == [1, None, 3]
+    assert sheet["D2"].value == 0.5 and sheet["D2"].number_format == "0.0%"
+    assert sheet["D3"].value is None and sheet["D4"].value is None
+    assert sheet["E2"].value == pd.Timestamp("2024-01-01") and sheet["E2"].number_format == "yyyy-mm-dd"
+    assert sheet["F2"].value == 1 and sheet["F3"].data_type == "s"
+    assert sheet["F4"].value == pd.Timestamp("2024-01-01 12:00")  # UTC, as Excel has no zones
+    assert sheet["A1"].font.b and sheet.column_dimensions["A"].width >= 6
+
+
+def test_schedule_runs_the_first_gap_report_first_and_the_other_gap_reports_last() -> None:
+    from pstlib.reports.execute import schedule
+
+    order = [r.name for r in schedule(list(REPORTS.values()))]
+    gap_users = [n for n in order if REPORTS[n].analyses]
+    assert order[0] == "timeline"  # computes the gap model while the others run
+    assert order[-len(gap_users) + 1:] == gap_users[1:]  # find it cached
+    assert order.index("detailed-analytics") < order.index("dashboard")  # most tables first
