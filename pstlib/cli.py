@@ -46,6 +46,8 @@ def main(verbose: int) -> None:
     """Import Outlook PST/OST, mbox and EML mail into Dataverse, and prove it complete."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # nbconvert's notes on figures without alt text are not the reader's concern
+        logging.getLogger("traitlets").setLevel(logging.ERROR)
 
 
 @contextmanager
