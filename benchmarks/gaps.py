@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats  # type: ignore[import-untyped]
 
 from pstlib.analytics import timeline
+from pstlib.analytics._timeline_model import level_draws
 from pstlib.synth import Mailbox, SynthConfig, generate_mailbox
 
 BUCKETS = [(0, 3, "<3"), (3, 10, "3-10"), (10, 50, "10-50"), (50, np.inf, ">50")]
@@ -171,17 +172,36 @@ STREAM_OF_KIND = {"full": "all", "partial": "all", "archive": "all", "sent_only"
 POWER_Z = 2.326  # one-sided 99%: the gap is detectable when it passes in 99 draws of 100
 
 
+FLANK_DAYS = 28  # the detector's flanks (evaluate_runs' flank_days)
+
+
+def _flank_days(first: np.ndarray, last: np.ndarray, n_days: int) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """(day, gap) of each of the FLANK_DAYS days before and after each gap inside the period."""
+    offsets = np.concatenate([np.arange(-FLANK_DAYS, 0), np.arange(1, FLANK_DAYS + 1)])
+    day = np.where(offsets[None, :] < 0, first[:, None] + offsets[None, :],
+                   last[:, None] + offsets[None, :])
+    gap = np.repeat(np.arange(len(first)), len(offsets)).reshape(day.shape)
+    inside = (day >= 0) & (day < n_days)
+    return day[inside], gap[inside]
+
+
 def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
     """Each planted gap with ``silence_factor``, ``threshold`` and ``detectable``.
 
-    A gap is *detectable* when it has 10+ expected missing messages and, under the truth's own
+    A gap is *detectable* when it has 10+ expected missing messages outside the planted
+    archive-wide gaps (a contact's days inside one are the archive gap's: its own loss there cannot
+    be told apart, so those days count neither as missing nor in the test) and, under the truth's own
     expected messages per day of the stream it hits (both directions; only the owner's for
     ``sent_only``; only the contact's for ``received_only``; everyone's for an archive gap) and
     the silence dispersion φ the detector fitted to that stream, the test would pass in 99
     mailboxes of 100: a day is silent with probability ``(1 + φ·mu)^(-1/φ)`` (``mu`` times
     ``1 - loss`` in the gap),
     and the 99th percentile of the days with mail left in the window must be improbable below the
-    mailbox's threshold (binomial tail, as the detector computes it). A partial loss below half is
+    mailbox's threshold (binomial tail, as the detector computes it), with the expected mail
+    mixed over the relative levels the detector allows for (``level_draws`` of the days with
+    mail the truth's rates expect in the ``FLANK_DAYS`` either side: a level learnt from a few
+    bursts of mail is uncertain, and so is the silence it predicts). A partial loss below half is
     never detectable: it cannot be told from a change of the contact's level (the detector reports
     a gap only where at most half the expected mail came through). The same test gives each gap
     ``floor_business_days``: at its own rate, the shortest full gap that would pass.
@@ -211,26 +231,54 @@ def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
     mu = np.where(kind == "archive", everyone_in[day] + everyone_out[day],
                   np.where(kind == "sent_only", 0.0, exp_in[safe, day])
                   + np.where(kind == "received_only", 0.0, exp_out[safe, day]))
+    # a contact's days inside an archive-wide gap are that gap's: nothing there tells the
+    # contact's own loss from the archive's, so only the contact gap's other days count
+    archive = truth["kind"].eq("archive").to_numpy()
+    covered = np.zeros(mailbox.calendar.days + 1)
+    np.add.at(covered, first[archive], 1)
+    np.add.at(covered, last[archive] + 1, -1)
+    in_archive = np.cumsum(covered)[:-1] > 0
+    mu = np.where((kind != "archive") & in_archive[day], 0.0, mu)
     loss = truth["loss_fraction"].to_numpy()[gap_id]
+    missed_visible = np.bincount(gap_id, weights=mu * loss, minlength=len(truth))
     k = np.maximum(phi[gap_id], 1e-6)
-    log0 = -np.log1p(k * mu) / k
+    # what the detector can know of the gap's level: the days with mail expected in the
+    # FLANK_DAYS before and after it (the same stream, the truth's rates), as its test takes it
+    flank_day, flank_gap = _flank_days(first, last, mailbox.calendar.days)
+    flank_kind = truth["kind"].to_numpy()[flank_gap]
+    flank_who = np.maximum(row_of.reindex(contact).fillna(-1).to_numpy().astype(np.int64), 0)[
+        flank_gap]
+    flank_mu = np.where(flank_kind == "archive", everyone_in[flank_day] + everyone_out[flank_day],
+                        np.where(flank_kind == "sent_only", 0.0, exp_in[flank_who, flank_day])
+                        + np.where(flank_kind == "received_only", 0.0,
+                                   exp_out[flank_who, flank_day]))
+    flank_mu = np.where((flank_kind != "archive") & in_archive[flank_day], 0.0, flank_mu)
+    flank_k = np.maximum(phi[flank_gap], 1e-6)
+    evidence = np.bincount(flank_gap, weights=-np.expm1(-np.log1p(flank_k * flank_mu) / flank_k),
+                           minlength=len(truth))
+    level, weight = level_draws(evidence)
     log1 = -np.log1p(k * (1 - loss) * mu) / k
-    p0, p1 = -np.expm1(log0), -np.expm1(log1)
+    p1 = -np.expm1(log1)
     n_days = np.bincount(gap_id, weights=(mu > 0).astype(float), minlength=len(truth))
-    e0 = np.bincount(gap_id, weights=p0, minlength=len(truth))
     e1 = np.bincount(gap_id, weights=p1, minlength=len(truth))
     v1 = np.bincount(gap_id, weights=p1 * (1 - p1), minlength=len(truth))
     total_mu = np.bincount(gap_id, weights=mu, minlength=len(truth))
-    total_log0 = np.bincount(gap_id, weights=log0, minlength=len(truth))
     active99 = np.floor(e1 + POWER_Z * np.sqrt(v1))
-    tail = np.where(active99 <= 0, np.exp(total_log0),
-                    stats.binom.cdf(active99, np.maximum(n_days, 1), np.clip(e0 / np.maximum(
-                        n_days, 1), 0, 1)))
+    tail = np.zeros(len(truth))
+    for j in range(level.shape[1]):  # the detector's level bins: its test mixes over them too
+        log0 = -np.log1p(k * mu * level[gap_id, j]) / k
+        e0 = np.bincount(gap_id, weights=-np.expm1(log0), minlength=len(truth))
+        total_log0 = np.bincount(gap_id, weights=log0, minlength=len(truth))
+        silent = np.exp(total_log0)
+        tail += weight[:, j] * np.where(
+            active99 <= 0, silent,
+            np.maximum(silent, stats.binom.cdf(active99, np.maximum(n_days, 1),
+                                               np.clip(e0 / np.maximum(n_days, 1), 0, 1))))
     rate = total_mu / np.maximum(truth["business_days"].to_numpy(), 1)
     per_day = np.log1p(np.maximum(phi, 1e-6) * rate) / np.maximum(phi, 1e-6)
     floor = np.log(1 / threshold) / np.maximum(per_day, 1e-12)
     detectable = (
-        (truth["expected_messages_missed"].to_numpy() >= 10)
+        (missed_visible >= 10)
         & (truth["loss_fraction"].to_numpy() >= 0.5)
         & np.isfinite(phi)
         & (tail <= threshold)

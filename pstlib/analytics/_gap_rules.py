@@ -65,34 +65,69 @@ def cluster_windows(runs: pd.DataFrame, by: str) -> pd.DataFrame:
     return ordered.assign(cluster=cluster).join(bounds, on="cluster")
 
 
+def trim_to_days(keep: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]:
+    """Move each window's ends inwards to its first and last day where ``keep`` is True.
+
+    Returns ``(first, last, ok)``; ``ok`` is False for a window without such a day (its ends are
+    then left as they were).
+    """
+    idx = np.arange(len(keep))
+    # next kept day at or after d, previous at or before d
+    nxt = np.minimum.accumulate(np.where(keep, idx, len(idx))[::-1])[::-1]
+    prv = np.maximum.accumulate(np.where(keep, idx, -1))
+    new_first, new_last = nxt[first], prv[last]
+    ok = new_first <= new_last
+    return np.where(ok, new_first, first), np.where(ok, new_last, last), ok
+
+
 def trim_to_business_days(grid: StreamGrid, first: np.ndarray, last: np.ndarray) -> tuple[
     np.ndarray, np.ndarray
 ]:
     """Move each window's ends inwards to its first and last business day (if it has one)."""
-    business = grid.days["is_business_day"].to_numpy()
-    idx = np.arange(len(business))
-    # next business day at or after d, previous at or before d
-    nxt = np.minimum.accumulate(np.where(business, idx, len(idx))[::-1])[::-1]
-    prv = np.maximum.accumulate(np.where(business, idx, -1))
-    new_first, new_last = nxt[first], prv[last]
-    ok = new_first <= new_last
-    return np.where(ok, new_first, first), np.where(ok, new_last, last)
+    new_first, new_last, _ = trim_to_days(grid.days["is_business_day"].to_numpy(), first, last)
+    return new_first, new_last
+
+
+def trim_vacations(grid: StreamGrid, runs: pd.DataFrame, streams: np.ndarray) -> pd.DataFrame:
+    """Trim the owner's vacation days off both ends of the runs of ``streams`` (a mask of rows).
+
+    The owner's own mail stops on vacation, so a silence of the outgoing mail that runs into a
+    vacation is the gap only up to it. A vacation inside a run stays in it: the model expects
+    (almost) no sent mail there, so it neither makes nor hides the gap around it. A run wholly
+    inside vacations is dropped.
+    """
+    if runs.empty:
+        return runs
+    chosen = streams[runs["stream"].to_numpy()]
+    first, last, ok = trim_to_days(~grid.days["is_vacation"].to_numpy(),
+                                   runs["first_day"].to_numpy(), runs["last_day"].to_numpy())
+    trimmed = runs.assign(first_day=np.where(chosen, first, runs["first_day"]),
+                          last_day=np.where(chosen, last, runs["last_day"]))
+    kept: pd.DataFrame = trimmed[~chosen | ok]
+    return kept
 
 
 def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.DataFrame:
-    """Owner vacations among the significant low runs of the mailbox's outgoing mail.
+    """Owner vacations among the improbably silent runs of the mailbox's outgoing mail.
 
     A vacation stops the owner's own mail while received mail goes on, often answered by
-    auto-replies; a lost file stops both. So a significant run of the mailbox's outgoing stream is a
-    vacation when auto-replies were sent in it, or when received mail kept at least half its
-    expected volume. Returns ``start, end, business_days, sent_expected, sent_observed,
-    received_ratio, auto_replies, evidence``.
+    auto-replies; a lost file stops both. So a silent run of the mailbox's outgoing stream is a
+    vacation when auto-replies were sent in it and its probability is within the square root of
+    the mailbox's threshold (the auto-replies are evidence of their own), or when it is significant
+    and received mail kept at least half its expected volume. Returns ``start, end, business_days,
+    sent_expected, sent_observed, received_ratio, auto_replies, evidence``.
     """
     keys = grid.keys
     mailbox_out = keys["contact_address"].eq(MAILBOX) & keys["stream"].eq("outgoing")
     out_rows = np.flatnonzero(mailbox_out.to_numpy())
     # the owner sends nothing on vacation (auto-replies aside): silent runs, not merely sparse ones
-    low = runs[runs["significant"] & runs["stream"].isin(out_rows) & runs["method"].eq("zero")]
+    # a silence answered by auto-replies needs less to be a vacation than one without: the
+    # auto-replies are evidence of their own, so a run within the square root of the threshold
+    # will do there, while a silence without them must pass the mailbox's test
+    likely = runs["significant"] | (runs["probability"] <= np.sqrt(runs["threshold"]))
+    low = runs[likely & runs["stream"].isin(out_rows) & runs["method"].eq("zero")]
     columns = ["start", "end", "business_days", "sent_expected", "sent_observed",
                "received_ratio", "auto_replies", "evidence"]
     if low.empty:
@@ -104,6 +139,7 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     lost = runs[runs["significant"] & runs["stream"].isin(in_rows)]
     n_days = len(grid.days)
     quiet = cells_of(low.assign(stream=0), (1, n_days))[0]
+    strict = cells_of(low[low["significant"]].assign(stream=0), (1, n_days))[0]
     lost_days = cells_of(lost.assign(stream=0), (1, n_days))[0]
     _, run_first, run_last = runs_of((quiet & ~lost_days)[None, :])
     if len(run_first) == 0:
@@ -118,8 +154,11 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     auto, _ = window_counts(grid, fit, stream_row(grid, mailbox, "auto_reply"), first, last)
     auto = np.nan_to_num(auto)
     received_ratio = in_obs / np.maximum(in_exp, 1e-9)
+    cum_strict = np.concatenate([[0], np.cumsum(strict)])
+    significant = (cum_strict[last + 1] - cum_strict[first]) > 0
     evidence = np.where(auto > 0, "auto_replies",
-                        np.where(received_ratio >= 0.5, "received_continues", ""))
+                        np.where((received_ratio >= 0.5) & significant, "received_continues",
+                                 ""))
     dates = grid.days["date"].to_numpy()
     business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
     table = pd.DataFrame(
@@ -138,14 +177,18 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
 
 
 def classify_clusters(
-    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float, threshold: float
+    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float, threshold: float,
+    exclude: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per cluster of overlapping significant runs of a contact, with its kind.
 
     The kind compares the directions over the cluster's window: ``full`` when (almost) nothing of
     the contact came through, ``sent_only``/``received_only`` when one direction stopped and the
     other kept at least half its volume, ``folder`` when a folder stream's run is in the cluster,
-    ``partial`` otherwise. Each cluster is then evaluated again on the stream its kind names.
+    ``partial`` otherwise. Each cluster is then evaluated again over its window on the stream its
+    kind names and on the contact's ``all``, ``incoming`` and ``outgoing`` streams, and kept when one
+    of them passes ``threshold`` (reported on the kind's stream if that passes, else on the most
+    improbable). ``exclude``d cells (other gaps) are left out of the windows' flanks.
     """
     names = grid.keys[["contact_address", "stream", "part"]].rename(
         columns={"stream": "stream_name"})
@@ -192,38 +235,40 @@ def classify_clusters(
         rows = np.where(eval_stream == stream, stream_row(grid, contact, stream), rows)
     folder_rows = stream_row_parts(grid, contact, per["folder_path"])
     rows = np.where(per["kind"].eq("folder") & (folder_rows >= 0), folder_rows, rows)
-    per = per.assign(stream=rows)[rows >= 0]
-    evaluated = evaluate_runs(grid, fit, per.reset_index(drop=True), alpha=alpha,
-                              threshold=threshold)
-    return evaluated[evaluated["significant"]].reset_index(drop=True)
+    # the cluster is tested on the stream its kind names and on the contact's three main streams:
+    # its runs passed the mailbox's test already, so it stands when one of these passes, and is
+    # reported on the kind's stream when that one passes (else on the most improbable)
+    candidates = [rows] + [stream_row(grid, contact, st) for st in ("all", "incoming", "outgoing")]
+    numbered = per.reset_index(drop=True).rename_axis("cluster_id").reset_index()
+    tries = pd.concat([numbered.assign(stream=r, choice=i) for i, r in enumerate(candidates)],
+                      ignore_index=True)
+    tries = tries[tries["stream"].to_numpy() >= 0].reset_index(drop=True)
+    evaluated = evaluate_runs(grid, fit, tries, alpha=alpha, threshold=threshold,
+                              exclude=exclude)
+    chosen = (
+        evaluated[evaluated["significant"]]
+        .assign(other_stream=lambda f: f["choice"].ne(0))
+        # per cluster: the kind's own stream first, then the most improbable of the others
+        .sort_values(["cluster_id", "other_stream", "probability"], kind="stable")
+        .drop_duplicates("cluster_id")
+    )
+    return chosen.drop(columns=["cluster_id", "choice", "other_stream"]).reset_index(drop=True)
 
 
-def clip_to_archive(runs: pd.DataFrame, archive: pd.DataFrame, contact: np.ndarray) -> pd.DataFrame:
-    """Cut archive-wide windows out of the runs of contacts (``contact`` marks their rows).
+def drop_inside(runs: pd.DataFrame, days: np.ndarray, streams: np.ndarray) -> pd.DataFrame:
+    """Drop the runs of ``streams`` (a mask of rows) that lie wholly on ``days`` (a day mask).
 
-    A contact's run that overlaps an archive-wide gap keeps its longer part outside the gap (a run
-    wholly inside is dropped): the gap itself is reported once for the mailbox.
+    A contact's run inside an archive-wide gap is that gap's share, reported once for the mailbox
+    and attributed to the contacts; a run that reaches beyond it stays whole (its days inside the
+    gap are then left out of its test, see :func:`pstlib.analytics.timeline.detect_gaps`).
     """
-    if archive.empty or runs.empty:
+    if runs.empty:
         return runs
-    numbered = runs.reset_index(drop=True).rename_axis("run").reset_index()
-    pairs = numbered[contact[numbered["stream"].to_numpy()]].merge(
-        archive[["first_day", "last_day"]].rename(columns={"first_day": "a", "last_day": "b"}),
-        how="cross",
-    )
-    pairs = pairs[(pairs["first_day"] <= pairs["b"]) & (pairs["last_day"] >= pairs["a"])]
-    before = (pairs["a"] - pairs["first_day"]).clip(lower=0)
-    after = (pairs["last_day"] - pairs["b"]).clip(lower=0)
-    keep_before = before >= after
-    clipped = pairs.assign(
-        first_day=np.where(keep_before, pairs["first_day"], pairs["b"] + 1),
-        last_day=np.where(keep_before, pairs["a"] - 1, pairs["last_day"]),
-    )
-    clipped = clipped[(clipped["last_day"] >= clipped["first_day"])
-                      & (np.maximum(before, after) > 0)]
-    untouched = numbered[~numbered["run"].isin(pairs["run"])]
-    merged: pd.DataFrame = pd.concat([untouched, clipped[numbered.columns]], ignore_index=True)
-    return merged.drop(columns="run")
+    cum = np.concatenate([[0], np.cumsum(days)])
+    first, last = runs["first_day"].to_numpy(), runs["last_day"].to_numpy()
+    inside = (cum[last + 1] - cum[first]) == (last - first + 1)
+    kept: pd.DataFrame = runs[~(inside & streams[runs["stream"].to_numpy()])]
+    return kept
 
 
 def stream_row_parts(grid: StreamGrid, contact: pd.Series, part: pd.Series) -> np.ndarray:

@@ -76,6 +76,7 @@ class StreamFit:
     rate_business: FloatArray  # mean expected count per business day in the span
     effective_days: FloatArray  # how many silences the stream has: places a run could start
     silence_dispersion: FloatArray  # a day is silent with probability (1 + φ·mu)^(-1/φ)
+    level: FloatArray  # the level part of mu (mu = level × weekday × special), per stream and day
 
 
 def event_days(events: pd.DataFrame, timezone: str) -> pd.Series:
@@ -243,7 +244,7 @@ def fit_streams(
     starts = ((y[:, :-1] > 0) & (y[:, 1:] == 0) & grid.span[:, 1:]).sum(axis=1)
     effective_days = starts.astype(float) + 1.0
     return StreamFit(mu=mu, phi=phi, rate_business=rate_business, effective_days=effective_days,
-                     silence_dispersion=silence_dispersion)
+                     silence_dispersion=silence_dispersion, level=np.where(grid.span, level, 0.0))
 
 
 def log_silence(mu: FloatArray, phi: FloatArray) -> FloatArray:
@@ -419,13 +420,16 @@ def evaluate_runs(
     """Add each run's expected and observed counts, probability and verdict.
 
     A run's expected count is scaled by the lower of its two flanks' observed/expected ratios (the
-    ``flank_days`` before and after, leaving out ``exclude``d cells), so that a level change at a
-    run's edge does not make a gap. ``probability`` is the chance of so few days with mail in the
+    ``flank_days`` before and after, leaving out ``exclude``d cells; a flank with less than one
+    expected message left takes the other's ratio), so that a level change at a run's edge does
+    not make a gap. ``probability`` is the chance of so few days with mail in the
     window: a day is silent with probability ``(1 + φ·scale·mu)^(-1/φ)`` independently of the
     others (:func:`fit_silence_dispersion`), a silent run with their product, and a run with ``A``
     days with mail the
     binomial ``P(X <= A)`` with the same mean (which errs on the cautious side: its tail is the
-    heavier). ``probability_anywhere`` is the chance of so improbable a run somewhere in the
+    heavier); either is mixed over the relative levels the flanks' days with mail leave possible
+    (:func:`level_draws`), since the run's level is learnt from them and not known.
+    ``probability_anywhere`` is the chance of so improbable a run somewhere in the
     stream's timeline, ``1 - (1 - p)^N`` with ``N`` the stream's number of silences. A run is
     ``significant`` when ``probability <= threshold`` and it holds at most ``max_ratio`` of the
     (flank-scaled) expected messages. Without a ``threshold``, it is the mailbox's
@@ -439,23 +443,44 @@ def evaluate_runs(
     cum_active = _cumulative((y > 0).astype(float))
     cum_days = _cumulative((span & (mu > 0)).astype(float))
     usable = span & ~exclude
-    cum_uy, cum_umu = _cumulative(np.where(usable, y, 0.0)), _cumulative(np.where(usable, mu, 0.0))
+    # mu without its level: what a day weighs (weekday, holiday, vacation) at level 1
+    shape = np.divide(mu, fit.level, out=np.zeros_like(mu), where=fit.level > 0)
+    cum_uy = _cumulative(np.where(usable, y, 0.0))
+    cum_ushape, cum_shape = _cumulative(np.where(usable, shape, 0.0)), _cumulative(shape)
     n = y.shape[1]
     left_lo, right_hi = np.maximum(a - flank_days, 0), np.minimum(b + 1 + flank_days, n)
+    # the model's level inside the run: a long gap drags the rolling level down around itself,
+    # so the flanks' own rates say what the run should have held
+    run_level = (cum_mu[s, b + 1] - cum_mu[s, a]) / np.maximum(
+        cum_shape[s, b + 1] - cum_shape[s, a], 1e-12)
+
+    def flank_expected(lo: np.ndarray, hi: np.ndarray) -> FloatArray:
+        # the flank's messages expected at the run's level
+        out: FloatArray = (cum_ushape[s, hi] - cum_ushape[s, lo]) * run_level
+        return out
 
     def ratio(lo: np.ndarray, hi: np.ndarray) -> FloatArray:
-        # observed/expected on a flank, shrunk towards a cautious 0.5 by 4 expected messages: a
-        # flank with little evidence (a timeline's first weeks) cannot vouch for the run's rate
+        # observed over expected at the run's level, shrunk towards a cautious 0.5 by 4 expected
+        # messages: a flank with little evidence (a timeline's first weeks) cannot vouch for it
         obs = cum_uy[s, hi] - cum_uy[s, lo]
-        exp = cum_umu[s, hi] - cum_umu[s, lo]
-        return (obs + 2.0) / (exp + 4.0)  # type: ignore[no-any-return]
+        return (obs + 2.0) / (flank_expected(lo, hi) + 4.0)  # type: ignore[no-any-return]
 
     left, right = ratio(left_lo, a), ratio(b + 1, right_hi)
+    # a flank left out altogether (another gap, an archive-wide silence) says nothing
+    left_known = flank_expected(left_lo, a) >= 1.0
+    right_known = flank_expected(b + 1, right_hi) >= 1.0
+    left = np.where(left_known, left, np.where(right_known, right, left))
+    right = np.where(right_known, right, left)
+    # what the flanks know of the run's level: their days with mail
+    cum_flank = _cumulative((usable & (y > 0)).astype(float))
+    evidence = (cum_flank[s, a] - cum_flank[s, left_lo]) + (cum_flank[s, right_hi]
+                                                            - cum_flank[s, b + 1])
     expected = cum_mu[s, b + 1] - cum_mu[s, a]
     observed = cum_y[s, b + 1] - cum_y[s, a]
-    scale = np.minimum(np.minimum(left, right), 1.0)
+    scale = np.minimum(left, right)
     expected_test = expected * scale
-    probability = _active_day_probability(grid, fit, s, a, b, scale, cum_active, cum_days)
+    probability = _active_day_probability(grid, fit, s, a, b, scale, evidence, cum_active,
+                                          cum_days)
     p = np.minimum(probability, 1 - 1e-16)
     anywhere = -np.expm1(fit.effective_days[s] * np.log1p(-p))
     cum_business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
@@ -478,11 +503,39 @@ def evaluate_runs(
     )
 
 
+# Bins of the relative level's distribution, finest in its lower tail (where a silence is
+# likeliest); each bin is represented by its lower edge, so the mixture is an upper bound (short,
+# at most, of the 1e-12 below the first edge).
+LEVEL_BIN_EDGES = np.array([1e-12, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1,
+                            0.2, 0.35, 0.5, 0.7, 1.0])
+
+
+def level_draws(evidence: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Relative levels a run's rate may have, given ``evidence`` days with mail around it.
+
+    The level of a stream at a run is learnt from the mail around the run, so it is known only
+    as well as that mail tells it: with ``A`` days with mail (independent bursts) the relative
+    level is taken as ``Gamma(shape=A+1, mean 1)`` (coefficient of variation ``1/sqrt(A+1)``).
+    Returns ``(level, weight)``, each (runs, bins): the lower edge of each bin of
+    :data:`LEVEL_BIN_EDGES` and the bin's probability, so that ``Σ weight·P(run | level)``
+    bounds the run's probability from above (the probability falls as the level rises).
+    """
+    # evidence is a count of days: the quantiles of each distinct count, computed once
+    distinct, index = np.unique(np.maximum(np.asarray(evidence, dtype=float), 0.0),
+                                return_inverse=True)
+    shape = distinct[:, None] + 1.0
+    lower = LEVEL_BIN_EDGES[:-1][None, :]
+    level: FloatArray = (stats.gamma.ppf(lower, shape) / shape)[index.reshape(-1)]
+    weight: FloatArray = np.broadcast_to(np.diff(LEVEL_BIN_EDGES)[None, :], level.shape)
+    return level, weight
+
+
 def _active_day_probability(
     grid: StreamGrid, fit: StreamFit, s: np.ndarray, a: np.ndarray, b: np.ndarray,
-    scale: FloatArray, cum_active: FloatArray, cum_days: FloatArray,
+    scale: FloatArray, evidence: FloatArray, cum_active: FloatArray, cum_days: FloatArray,
 ) -> FloatArray:
-    """P(at most the observed number of days with mail in ``a..b``) for each run (see above)."""
+    """P(at most the observed number of days with mail in ``a..b``) for each run (see above),
+    mixed over the levels of :func:`level_draws`."""
     active = cum_active[s, b + 1] - cum_active[s, a]
     days = np.maximum(cum_days[s, b + 1] - cum_days[s, a], 1.0)
     # the runs' own days, gathered flat (a run's scale differs from its neighbours')
@@ -491,13 +544,18 @@ def _active_day_probability(
     cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = cols + np.repeat(a, lengths)
     mu_cells = fit.mu[np.repeat(s, lengths), cols] * scale[run_id]
-    log0 = log_silence(mu_cells, fit.silence_dispersion[s][run_id])
-    expected_active = np.bincount(run_id, weights=-np.expm1(log0), minlength=len(s))
-    silent = np.exp(np.bincount(run_id, weights=log0, minlength=len(s)))  # exact without mail
-    mean_p = np.clip(expected_active / days, 0.0, 1.0)
-    binomial = stats.binom.cdf(active, days, mean_p)
-    out: FloatArray = np.where(active <= 0, silent, np.maximum(binomial, silent))
-    return out
+    phi_cells = fit.silence_dispersion[s][run_id]
+    level, weight = level_draws(evidence)
+    out = np.zeros(len(s))
+    for j in range(level.shape[1]):  # a fixed number of level bins, every run and day at once
+        log0 = log_silence(mu_cells * level[run_id, j], phi_cells)
+        expected_active = np.bincount(run_id, weights=-np.expm1(log0), minlength=len(s))
+        silent = np.exp(np.bincount(run_id, weights=log0, minlength=len(s)))  # exact, no mail
+        mean_p = np.clip(expected_active / days, 0.0, 1.0)
+        binomial = stats.binom.cdf(active, days, mean_p)
+        out += weight[:, j] * np.where(active <= 0, silent, np.maximum(binomial, silent))
+    result: FloatArray = np.minimum(out, 1.0)
+    return result
 
 
 def cells_of(runs: pd.DataFrame, shape: tuple[int, int]) -> BoolArray:

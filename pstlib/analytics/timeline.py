@@ -10,10 +10,12 @@ A *gap* is a run of days with too little mail to be chance under a model of the 
 (see :mod:`pstlib.analytics._timeline_model`): a negative binomial count per day whose mean follows
 the contact's activity level (which may drift, trend or jump: that is no gap), weekday profile,
 public holidays of a country, organisation-wide quiet periods and the owner's vacations (declared,
-or inferred: the owner's mail stops while received mail goes on, often with auto-replies). A gap is
-reported only when a run that improbable (``probability_anywhere < alpha``) would come up by chance
-anywhere in the contact's timeline less often than ``alpha``, and when it is longer than the
-contact's detection floor.
+or inferred: the owner's mail stops while received mail goes on, often with auto-replies). A run's
+expected mail comes from the mail on either side of it (the lower of the two rates), and since that
+mail tells the rate only so well, the run's probability is mixed over the rates it leaves possible.
+A gap is reported only when its probability is below the mailbox's threshold: ``alpha`` shared out
+over every place a silence could start in every contact's timeline (Benjamini-Hochberg), so that
+the expected share of chance silences among the gaps reported stays below ``alpha``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from pstlib.analytics._gap_rules import (
     KIND_PRIORITY,
     attribute_archive_gaps,
     classify_clusters,
-    clip_to_archive,
+    drop_inside,
     infer_vacations,
     trim_to_business_days,
+    trim_vacations,
 )
 from pstlib.analytics._timeline_model import (
     MAILBOX,
@@ -223,15 +226,51 @@ def _analyse(
     # every suspicious run (probability within the square root of the threshold: generous, so
     # the level sees no gap), then once more without only the gaps that pass, so that chance
     # silences count in the final level and silence factor as they should.
+    # Days on which the whole mailbox went silent (an archive-wide gap) teach no stream anything.
     suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
     for keep in ("suspicious", "significant"):  # two refits
         chosen = suspicious if keep == "suspicious" else runs["significant"].to_numpy()
         exclude = cells_of(runs[chosen & (runs["observed_messages"] <= 0.5 * runs["expected_test"])
                                 | runs["significant"].to_numpy()], grid.span.shape)
-        fit, runs = one_pass(exclude)
+        fit, runs = one_pass(exclude | _mailbox_silence(grid, runs)[None, :])
         suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
     threshold = float(runs["threshold"].iloc[0]) if len(runs) else alpha / fit.effective_days.sum()
     return _Analysis(grid=grid, fit=fit, runs=runs, vacations=every, threshold=threshold)
+
+
+def _mailbox_silence(grid: StreamGrid, runs: pd.DataFrame) -> np.ndarray:
+    """The days of the significant silent runs of the mailbox's ``all`` stream."""
+    keys = grid.keys
+    mailbox_all = (keys["contact_address"].eq(MAILBOX) & keys["stream"].eq("all")).to_numpy()
+    silent = runs[runs["significant"].to_numpy() & runs["method"].eq("zero").to_numpy()
+                  & mailbox_all[runs["stream"].to_numpy()]]
+    days: np.ndarray = cells_of(silent.assign(stream=0), (1, len(grid.days)))[0]
+    return days
+
+
+def _drop_blurred(grid: StreamGrid, runs: pd.DataFrame) -> pd.DataFrame:
+    """Drop each sparse run that overlaps a silent run of the same contact.
+
+    Where a contact went silent, the silence is the gap: a sparse run around it (the slow days
+    before and after) would blur its sharp edges and its kind. The silences that count are those
+    of the contact's ``all``, ``incoming`` and ``outgoing`` streams (the mailbox's ``all`` only:
+    its outgoing silences are vacations).
+    """
+    keys = grid.keys
+    code, _ = pd.factorize(keys["contact_address"])
+    stream = runs["stream"].to_numpy()
+    family = keys["stream"].to_numpy()[stream]
+    on_mailbox = keys["contact_address"].eq(MAILBOX).to_numpy()[stream]
+    silent = runs["method"].eq("zero").to_numpy() & (
+        (family == "all") | (~on_mailbox & np.isin(family, ["incoming", "outgoing"])))
+    per_contact = runs[silent].assign(stream=code[stream[silent]])
+    mask = cells_of(per_contact, (int(code.max()) + 1 if len(code) else 0, len(grid.days)))
+    cum = np.concatenate([np.zeros((len(mask), 1)), np.cumsum(mask, axis=1)], axis=1)
+    rows = code[stream]
+    first, last = runs["first_day"].to_numpy(), runs["last_day"].to_numpy()
+    overlaps = (cum[rows, last + 1] - cum[rows, first]) > 0
+    kept: pd.DataFrame = runs[~(runs["method"].eq("sparse").to_numpy() & overlaps)]
+    return kept
 
 
 def _declared(vacations: pd.DataFrame | None) -> pd.DataFrame:
@@ -309,8 +348,9 @@ def detect_vacations(
     A vacation stops the owner's own mail while received mail goes on, often with auto-replies
     (``auto_submitted`` other than ``no`` on outgoing mail); a lost file stops both directions. An
     improbably quiet run of the mailbox's outgoing mail (auto-replies left out) is a vacation when
-    auto-replies were sent in it (``evidence='auto_replies'``) or received mail kept at least half
-    its expected volume (``'received_continues'``). Needs the columns of
+    auto-replies were sent in it (``evidence='auto_replies'``; improbable within the square root of
+    the mailbox's threshold) or, improbable below the threshold itself, received mail kept at least
+    half its expected volume (``'received_continues'``). Needs the columns of
     :func:`expected_daily_volume`. Returns ``start, end`` (inclusive dates), ``business_days,
     sent_expected, sent_observed, received_ratio, auto_replies, evidence`` (``declared`` rows carry
     only their dates).
@@ -362,26 +402,28 @@ def detect_gaps(
     significant = analysis.runs[analysis.runs["significant"]]
     on_mailbox = grid.keys["contact_address"].eq(MAILBOX).to_numpy()
     threshold = analysis.threshold
-    # the owner's own mail stops on vacation: an outgoing run keeps only its part outside one
+    # the owner's own mail stops on vacation: an outgoing run ends where a vacation begins
     outgoing = grid.keys["stream"].eq("outgoing").to_numpy()
-    significant = clip_to_archive(significant, _vacation_days(grid, analysis.vacations), outgoing)
-    # where the mailbox went silent, the silence is the gap: a sparse run around it (the slow
-    # days before and after) would blur an archive-wide gap's sharp edges and its kind
-    mailbox_runs = significant[on_mailbox[significant["stream"]]]
-    silent = mailbox_runs["method"].eq("zero").to_numpy() & grid.keys["stream"].eq("all").to_numpy()[
-        mailbox_runs["stream"].to_numpy()]
-    silent_days = cells_of(mailbox_runs[silent].assign(stream=0), (1, len(grid.days)))[0]
-    blurred = mailbox_runs["method"].eq("sparse").to_numpy() & _overlaps_days(mailbox_runs,
-                                                                             silent_days)
-    significant = significant.drop(index=mailbox_runs.index[blurred])
+    significant = trim_vacations(grid, significant, outgoing)
+    significant = _drop_blurred(grid, significant)
+    # the cells of every gap and every archive-wide silence are left out of the flanks of the
+    # windows classify_clusters tests again
+    silence = _mailbox_silence(grid, significant)
+    exclude = cells_of(significant, grid.span.shape) | silence[None, :]
     mailbox = classify_clusters(grid, fit, significant[on_mailbox[significant["stream"]]],
-                                alpha=alpha, threshold=threshold)
+                                alpha=alpha, threshold=threshold, exclude=exclude)
     archive = mailbox[mailbox["kind"].eq("archive_wide")]
-    # a contact's run inside an archive-wide gap is that gap's share, reported by attribution below
-    contact_runs = clip_to_archive(significant[~on_mailbox[significant["stream"]]], archive,
-                                   ~on_mailbox)
-    own = pd.concat([mailbox, classify_clusters(grid, fit, contact_runs, alpha=alpha,
-                                                threshold=threshold)],
+    # a contact's run inside an archive-wide gap is that gap's share, reported by attribution
+    # below; a run reaching beyond it is tested on its other days only (the contact's mail on the
+    # archive gap's days is lost with everyone's and tells nothing of the contact's own gap)
+    archive_days = cells_of(archive.assign(stream=0), (1, len(grid.days)))[0]
+    contact_runs = drop_inside(significant[~on_mailbox[significant["stream"]]], archive_days,
+                               ~on_mailbox)
+    exclude |= archive_days[None, :]
+    contact_fit = replace(fit, mu=np.where(archive_days[None, :] & ~on_mailbox[:, None], 0.0,
+                                           fit.mu))
+    own = pd.concat([mailbox, classify_clusters(grid, contact_fit, contact_runs, alpha=alpha,
+                                                threshold=threshold, exclude=exclude)],
                     ignore_index=True)
     shares = attribute_archive_gaps(grid, fit, archive).assign(
         kind="archive_wide", folder_path="", probability=np.nan, probability_anywhere=np.nan
@@ -391,17 +433,6 @@ def detect_gaps(
         fit.rate_business[share_rows], fit.silence_dispersion[share_rows], threshold))
     gaps = pd.concat([own, shares], ignore_index=True)
     return _gap_table(grid, gaps)
-
-
-def _vacation_days(grid: StreamGrid, vacations: pd.DataFrame) -> pd.DataFrame:
-    """The vacations as ``first_day, last_day`` indices of the grid's days."""
-    dates = grid.days["date"].to_numpy()
-    return pd.DataFrame({
-        "first_day": np.searchsorted(dates, pd.to_datetime(vacations["start"]).to_numpy(
-            "datetime64[ns]"), side="left"),
-        "last_day": np.searchsorted(dates, pd.to_datetime(vacations["end"]).to_numpy(
-            "datetime64[ns]"), side="right") - 1,
-    })
 
 
 def _gap_table(grid: StreamGrid, gaps: pd.DataFrame) -> pd.DataFrame:
@@ -450,7 +481,8 @@ def detection_floors(
     mail, φ → 0). A silence of ``n`` business days is a gap only when its probability is below the
     mailbox's ``threshold`` (``alpha`` shared out over every place a silence could start in every
     contact's timeline, Benjamini-Hochberg), so when ``n >= ln(1/threshold)·φ/ln(1 + φ·λ)``
-    (``ln(1/threshold)/λ`` for Poisson mail); no shorter gap is ever reported.
+    (``ln(1/threshold)/λ`` for Poisson mail), at the stream's average rate: a shorter gap is
+    reported only where the mail around it runs above that average.
     Needs the columns of :func:`detect_gaps`. Returns ``contact_address, stream`` (``all``,
     ``incoming``, ``outgoing``), ``expected_per_business_day, dispersion, silence_dispersion,
     threshold, floor_business_days`` for every modelled stream of every contact and ``"*"``

@@ -332,3 +332,46 @@ def test_the_silence_dispersion_fits_the_share_of_days_with_mail() -> None:
     assert 0.60 < silent < 0.63
     # and phi -> 0 is Poisson
     assert np.exp(log_silence(np.array([2.0]), np.array([1e-9])))[0] == pytest.approx(np.exp(-2), rel=1e-5)
+
+
+def test_an_uncertain_level_makes_a_silence_likelier() -> None:
+    from pstlib.analytics._timeline_model import level_draws
+
+    # A silence of M = 12 expected Poisson messages has probability exp(-12) ≈ 6e-6 when the
+    # level is known. Learnt from 15 days with mail around it, the level is Gamma(16, mean 1), and
+    # the silence's probability is E[exp(-12·G)] = (1 + 12/16)^-16 ≈ 1.3e-4: twenty times likelier.
+    # The binned mixture bounds it from above, within a factor of a few.
+    level, weight = level_draws(np.array([15.0, 1e6]))
+    assert weight.sum(axis=1) == pytest.approx([1.0 - 1e-12] * 2)
+    mixed = (weight * np.exp(-12.0 * level)).sum(axis=1)
+    assert 1.3e-4 <= mixed[0] < 5 * 1.3e-4
+    # with overwhelming evidence it is the known-level probability (the bins' edges err upwards)
+    assert np.exp(-12.0) <= mixed[1] < 1.2 * np.exp(-12.0)
+
+
+def test_an_outgoing_run_ends_at_a_vacation_but_keeps_one_inside_it() -> None:
+    from pstlib.analytics._gap_rules import trim_to_days
+
+    # days 0..9; a vacation on days 5..7 (not kept). A run 2..6 ends where the vacation begins
+    # (2..4), a run 6..9 starts after it (8..9), a run wholly inside it (5..7) has no day left,
+    # and a run 3..9 around it keeps the vacation inside (3..9).
+    keep = np.ones(10, dtype=bool)
+    keep[5:8] = False
+    first, last, ok = trim_to_days(keep, np.array([2, 6, 5, 3]), np.array([6, 9, 7, 9]))
+    assert first[[0, 1, 3]].tolist() == [2, 8, 3]
+    assert last[[0, 1, 3]].tolist() == [4, 9, 9]
+    assert ok.tolist() == [True, True, False, True]
+
+
+def test_a_contact_gap_across_an_archive_gap_is_tested_on_its_own_days() -> None:
+    from pstlib.analytics._gap_rules import drop_inside
+
+    # days 0..9, an archive-wide gap on days 3..5. A contact's run on 4..5 is wholly inside it
+    # (the archive gap's share: dropped); a run on 1..8 reaches beyond it and stays whole; the
+    # mailbox's own run (stream 1, not a contact's) stays whatever it covers.
+    archive = np.zeros(10, dtype=bool)
+    archive[3:6] = True
+    runs = pd.DataFrame({"stream": [0, 0, 1], "first_day": [4, 1, 3], "last_day": [5, 8, 5]})
+    contact_streams = np.array([True, False])
+    kept = drop_inside(runs, archive, contact_streams)
+    assert kept[["first_day", "last_day"]].to_numpy().tolist() == [[1, 8], [3, 5]]
