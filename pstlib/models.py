@@ -7,10 +7,37 @@ with the raw header value kept. Records are frozen: a source builds them once an
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
+from typing import Any, Generic, Self, TypeVar, overload
+
+T = TypeVar("T")
+
+
+class _cached(Generic[T]):  # a decorator, named like functools.cached_property
+    """``functools.cached_property`` without its per-class lock (Python 3.11 takes an RLock on
+    every first access): the value is computed once and stored in the instance's ``__dict__``,
+    where later look-ups find it without calling the descriptor."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | Self:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 class RecipientKind(StrEnum):
@@ -158,20 +185,24 @@ class Message:
     def attachment_bytes(self) -> int:
         return sum(a.size_bytes for a in self.attachments)
 
-    @cached_property
+    @_cached
     def body_sha256(self) -> str:
         return hashlib.sha256(self.body.encode("utf-8", "surrogatepass")).hexdigest()
 
-    @cached_property
+    @_cached
     def content_sha256(self) -> str:
         """A hash of what makes two copies of a message the same, for items with no Message-ID."""
         sender = self.sender.address if self.sender else ""
         sent = self.sent_at_utc.isoformat() if self.sent_at_utc else ""
-        rcpts = ",".join(sorted(r.address.address for r in self.recipients))
+        recipients = self.recipients
+        if len(recipients) > 1:
+            rcpts = ",".join(sorted([r.address.address for r in recipients]))
+        else:
+            rcpts = recipients[0].address.address if recipients else ""
         key = "\x1f".join((sender, sent, rcpts, self.subject, self.body_sha256))
         return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
-    @cached_property
+    @_cached
     def dedupe_key(self) -> str:
         """``mid:<message-id>`` where the item has one, else ``sha:<content hash>``."""
         if self.internet_message_id:

@@ -353,7 +353,7 @@ class Store:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def writer(self, session_id: str, batch_rows: int = 5000) -> MessageWriter:
+    def writer(self, session_id: str, batch_rows: int = 20_000) -> MessageWriter:
         """A batched writer of message, recipient, error, contact, batch and metric rows."""
         from pstlib.store.writer import MessageWriter
 

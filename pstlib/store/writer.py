@@ -16,7 +16,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import Table
 
 from pstlib.errors import SourceError, StoreError
-from pstlib.models import Message
+from pstlib.models import FolderRole, Message, RecipientKind
 from pstlib.store import schema
 from pstlib.store.schema import Outcome
 
@@ -39,6 +39,11 @@ CONTACT_ACTIONS = ("matched", "created", "failed", "skipped")
 UPDATABLE = ("outcome", "outcome_detail", "duplicate_of", "activity_id", "dataverse_id", "verified")
 _LIST_HEADERS = ("list-id", "list-unsubscribe", "auto-submitted", "precedence")
 _OUTCOMES = {o.value: o.value for o in Outcome}
+_ROLES = {r: r.value for r in FolderRole}  # enum -> plain str: no .value look-up per row
+_RECIPIENT_KINDS = {k: k.value for k in RecipientKind}
+_MESSAGE_WIDTH = len(schema.messages.columns)
+_RECIPIENT_WIDTH = len(schema.recipients.columns)
+_STAMP_S = 0.01  # processed_at_utc is formatted at most once per this many seconds
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -51,6 +56,12 @@ def _sqlite_time(value: datetime | None) -> str | None:
     if tz is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
+
+
+def _rows(cells: list[Any], width: int) -> Iterator[list[Any]]:
+    """The rows of a flat buffer, one short-lived slice at a time (for ``executemany``)."""
+    for start in range(0, len(cells), width):
+        yield cells[start : start + width]
 
 
 def _aware_time(value: datetime | None) -> datetime | None:
@@ -77,7 +88,7 @@ class MessageWriter:
     before a stop is recorded); a failing flush then raises with the block's error as context.
     """
 
-    def __init__(self, store: Store, session_id: str, *, batch_rows: int = 5000) -> None:
+    def __init__(self, store: Store, session_id: str, *, batch_rows: int = 20_000) -> None:
         if batch_rows < 1:
             raise StoreError(f"batch_rows must be at least 1, not {batch_rows}")
         self.store = store
@@ -85,10 +96,16 @@ class MessageWriter:
         self.batch_rows = batch_rows
         self.rows_written = 0  # message rows committed by this writer
         sqlite = store.is_sqlite
+        self._sqlite = sqlite
         self._time: Callable[[datetime | None], Any] = _sqlite_time if sqlite else _aware_time
-        # Rows are lists whose first cell (the message_row_id) is filled in at flush.
-        self._messages: list[list[Any]] = []
-        self._recipients: list[list[Any]] = []  # [index in _messages, kind, address, name]
+        self._stamp: Any = None  # processed_at_utc as stored, re-formatted every _STAMP_S
+        self._stamp_until = 0.0
+        # Rows are kept flat, _MESSAGE_WIDTH (_RECIPIENT_WIDTH) cells each, in one list per table:
+        # no container object per row that the garbage collector would count and traverse. A
+        # message row's first cell (the message_row_id) is filled in at flush; a recipient row's
+        # first cell is the index of its message in this buffer until then.
+        self._messages: list[Any] = []
+        self._recipients: list[Any] = []  # index in _messages, kind, address, name; ...
         self._kinds: dict[str, str] = {}  # message_class -> item_kind
         self._errors: list[tuple[Any, ...]] = []
         self._contacts: dict[str, tuple[Any, ...]] = {}
@@ -160,14 +177,39 @@ class MessageWriter:
             ) from None
         if direction is not None and direction not in DIRECTIONS:
             raise StoreError(f"unknown direction {direction!r} (valid: {', '.join(DIRECTIONS)})")
-        found: dict[str, str] = {}
+        list_id = list_unsubscribe = auto_submitted = precedence = None
         if msg.headers:
+            found: dict[str, str] = {}
             for key, value in msg.headers:
                 if key in _LIST_HEADERS and key not in found:
                     found[key] = value
+            if found:
+                list_id = found.get("list-id")
+                list_unsubscribe = found.get("list-unsubscribe")
+                auto_submitted = found.get("auto-submitted")
+                precedence = found.get("precedence")
         sender = msg.sender
         attachments = msg.attachments
-        to_time = self._time
+        sent, received = msg.sent_at_utc, msg.received_at_utc
+        sent_s: str | datetime | None
+        received_s: str | datetime | None
+        if self._sqlite:  # inline the usual case of _sqlite_time (aware UTC) to spare two calls
+            sent_s = (
+                sent.isoformat(" ", "microseconds")[:-6]
+                if sent is not None and sent.tzinfo is UTC
+                else _sqlite_time(sent)
+            )
+            received_s = (
+                received.isoformat(" ", "microseconds")[:-6]
+                if received is not None and received.tzinfo is UTC
+                else _sqlite_time(received)
+            )
+        else:
+            sent_s, received_s = _aware_time(sent), _aware_time(received)
+        now = time.monotonic()
+        if now >= self._stamp_until:  # one formatted processed_at per _STAMP_S, not per row
+            self._stamp = self._time(datetime.now(UTC))
+            self._stamp_until = now + _STAMP_S
         message_class = msg.message_class
         kind = self._kinds.get(message_class)
         if kind is None:
@@ -175,9 +217,11 @@ class MessageWriter:
         dedupe_key = msg.dedupe_key
         # dedupe_key is "sha:<content_sha256>" for an item without a Message-ID: hash once only
         content_sha256 = dedupe_key[4:] if dedupe_key[:4] == "sha:" else msg.content_sha256
-        index = len(self._messages)
-        self._messages.append(
-            [
+        references = msg.references
+        messages = self._messages
+        index = len(messages) // _MESSAGE_WIDTH
+        messages.extend(
+            (
                 None,  # message_row_id: allocated at flush
                 self.session_id,
                 source_id,
@@ -185,14 +229,14 @@ class MessageWriter:
                 dedupe_key,
                 msg.internet_message_id,
                 msg.in_reply_to,
-                " ".join(msg.references) if msg.references else None,
+                " ".join(references) if references else None,
                 msg.conversation_topic,
                 msg.conversation_index,
                 msg.subject,
                 sender.address if sender else None,
                 (sender.name or None) if sender else None,
-                to_time(msg.sent_at_utc),
-                to_time(msg.received_at_utc),
+                sent_s,
+                received_s,
                 msg.size_bytes,
                 len(attachments),
                 sum(a.size_bytes for a in attachments) if attachments else 0,
@@ -202,27 +246,30 @@ class MessageWriter:
                 kind,
                 msg.importance,
                 msg.folder_path,
-                msg.folder_role.value,
+                _ROLES[msg.folder_role],
                 direction,
-                found.get("list-id"),
-                found.get("list-unsubscribe"),
-                found.get("auto-submitted"),
-                found.get("precedence"),
+                list_id,
+                list_unsubscribe,
+                auto_submitted,
+                precedence,
                 outcome_value,
                 detail,
                 duplicate_of,
                 activity_id,
                 dataverse_id,
                 None,  # verified
-                to_time(datetime.now(UTC)),
-            ]
+                self._stamp,
+            )
         )
         if msg.recipients:
-            append = self._recipients.append
+            extend = self._recipients.extend
+            kinds = _RECIPIENT_KINDS
             for r in msg.recipients:
                 address = r.address
-                append([index, r.kind.value, address.address, address.name or None])
-        self._added()
+                extend((index, kinds[r.kind], address.address, address.name or None))
+        self._pending += 1  # _added(), inlined
+        if self._pending >= self.batch_rows:
+            self.flush()
 
     def add_error(
         self,
@@ -343,17 +390,18 @@ class MessageWriter:
         self._contacts, self._batches, self._metrics = {}, [], []
         self._pending = 0
         started = time.perf_counter()
+        message_count = len(messages) // _MESSAGE_WIDTH
 
         def write(cursor: Any) -> None:
             if messages:
-                ids = self._allocate_ids(cursor, len(messages))
-                for row, row_id in zip(messages, ids, strict=True):
-                    row[0] = row_id
-                cursor.executemany(self._sql_messages, messages)
+                ids = self._allocate_ids(cursor, message_count)
+                messages[::_MESSAGE_WIDTH] = ids
+                cursor.executemany(self._sql_messages, _rows(messages, _MESSAGE_WIDTH))
                 if recipients:
-                    for rcpt in recipients:
-                        rcpt[0] = ids[rcpt[0]]
-                    cursor.executemany(self._sql_recipients, recipients)
+                    recipients[::_RECIPIENT_WIDTH] = [
+                        ids[i] for i in recipients[::_RECIPIENT_WIDTH]
+                    ]
+                    cursor.executemany(self._sql_recipients, _rows(recipients, _RECIPIENT_WIDTH))
             for sql, rows in (
                 (self._sql_errors, errors),
                 (self._sql_contacts, contacts),
@@ -363,12 +411,12 @@ class MessageWriter:
                 if rows:
                     cursor.executemany(sql, rows)
 
-        self._run(write, f"{len(messages)} message row(s)")
-        self.rows_written += len(messages)
+        self._run(write, f"{message_count} message row(s)")
+        self.rows_written += message_count
         log.debug(
             "flushed %d messages, %d recipients in %.3fs",
-            len(messages),
-            len(recipients),
+            message_count,
+            len(recipients) // _RECIPIENT_WIDTH,
             time.perf_counter() - started,
         )
 
@@ -461,7 +509,7 @@ class MessageWriter:
 
 
 def measure_write_rate(
-    n: int = 100_000, path: str | Path | None = None, *, batch_rows: int = 5000
+    n: int = 100_000, path: str | Path | None = None, *, batch_rows: int = 20_000
 ) -> float:
     """Message rows per second that :class:`MessageWriter` writes to a fresh SQLite store.
 
