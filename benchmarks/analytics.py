@@ -11,7 +11,7 @@ own:
 * ``baseline``: the same load through SQL only (the loaders with the snapshot turned off), and
   ``pandas.read_sql`` of the same rows, for comparison.
 
-Usage: python benchmarks/analytics.py [--messages 1000000] [--seed 1] [--workdir /tmp/pstlib-bench]
+Usage: python benchmarks/analytics.py [--messages 1000000] [--seed 1] [--workdir DIR]
        [--repeat 1] [--no-baseline]
 The last line is JSON with keys total_s, peak_rss_mb, messages (and the per-step seconds).
 """
@@ -24,6 +24,7 @@ import math
 import multiprocessing as mp
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC
@@ -230,9 +231,7 @@ def _pipeline(store_path: str, info: dict[str, Any], queue: Any) -> None:
     pairs = steps.run("reply_pairs", lambda: reply_pairs(messages, threads))
     steps.run(
         "profile_senders",
-        lambda: profile_senders(
-            messages, recipients, pairs, owner_address=owner, threads=threads
-        ),
+        lambda: profile_senders(messages, recipients, pairs, owner_address=owner, threads=threads),
     )
     graph: nx.DiGraph = steps.run("build_graph", lambda: build_graph(messages, recipients))
     steps.run("find_hubs", lambda: find_hubs(graph))
@@ -301,7 +300,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pstlib-bench"))
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pstlib-bench"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="pipeline runs (medians reported)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the SQL-only load")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from scipy import stats  # type: ignore[import-untyped]
 
 from pstlib.analytics.imports import require_columns
 from pstlib.analytics.threading import flag_automated_messages, reply_pairs, thread_messages
+from pstlib.models import SENDER_CLASSES
 
 __all__ = [
     "IMPORTANCE_WEIGHTS",
@@ -29,15 +30,6 @@ __all__ = [
     "volume_trends",
 ]
 
-SENDER_CLASSES = (
-    "internal_colleague",
-    "key_external",
-    "external",
-    "vendor",
-    "newsletter",
-    "automated",
-    "one_off",
-)
 IMPORTANCE_WEIGHTS: dict[str, float] = {
     "volume": 0.4,
     "reciprocity": 0.2,
