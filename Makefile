@@ -32,7 +32,7 @@ system-deps:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	    else echo "missing Debian packages:$$missing (tests that need them are skipped)"; fi; fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/pstlib demo --out $(DEMO_DIR)
 
 lint: $(DEV_STAMP)
