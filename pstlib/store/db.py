@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from alembic import command
 from alembic.config import Config
@@ -181,6 +181,26 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def fetch_all(self, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
+        """Rows of one raw read-only query (fast: no SQLAlchemy row objects); StoreError names ``what``.
+
+        The read transaction is ended before the connection goes back to the pool.
+        """
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                rows = cast(list[tuple[Any, ...]], cursor.fetchall())
+            finally:
+                cursor.close()
+            raw.rollback()  # end the read transaction (PostgreSQL) so the pooled connection is clean
+        except Exception as err:
+            raise StoreError(f"cannot read {what} from {self.url}: {err}") from err
+        finally:
+            raw.close()
+        return rows
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"

@@ -189,19 +189,7 @@ def read_sql(
             sql += f" WHERE t.session_id = {mark}"
         params = (session_id,)
     sql += " ORDER BY " + ", ".join(f"t.{quote(n)}" for n in _ORDER[table])
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-        raw.rollback()  # end the read transaction (PostgreSQL) so the pooled connection is clean
-    except Exception as err:
-        raise StoreError(f"cannot read {table} from {store.url}: {err}") from err
-    finally:
-        raw.close()
+    rows = store.fetch_all(sql, params, table)
     return _to_frame(table, names, rows, dialect.name)
 
 

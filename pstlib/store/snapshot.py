@@ -114,20 +114,8 @@ def snapshot_path(store: Store, table: str, session_id: str) -> Path | None:
 
 
 def _query(store: Store, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        raw.rollback()
-    except Exception as err:
-        raise StoreError(f"cannot read the session stamp from {store.url}: {err}") from err
-    finally:
-        raw.close()
-    return None if row is None else tuple(row)
+    rows = store.fetch_all(sql, params, "the session stamp")
+    return tuple(rows[0]) if rows else None
 
 
 def session_stamp(store: Store, session_id: str) -> dict[str, Any] | None:
@@ -313,20 +301,7 @@ def read_snapshot(
 
 
 def _rows(store: Store, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, params)
-            rows = [tuple(r) for r in cursor.fetchall()]
-        finally:
-            cursor.close()
-        raw.rollback()
-    except Exception as err:
-        raise StoreError(f"cannot read messages from {store.url}: {err}") from err
-    finally:
-        raw.close()
-    return rows
+    return [tuple(r) for r in store.fetch_all(sql, params, "messages")]
 
 
 def _read_updatable(
