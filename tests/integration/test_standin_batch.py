@@ -16,54 +16,9 @@ import httpx
 import pytest
 
 from pstlib.standin import StandinServer
+from tests.msdocs import DOC_BATCH_REQUEST
 
 # -- documented examples, quoted ---------------------------------------------------------------
-# "Batch requests": a batch without change sets (three POSTs and a GET).
-DOC_BATCH_REQUEST = """\
---batch_80dd1615-2a10-428a-bb6f-0e559792721f
-Content-Type: application/http
-Content-Transfer-Encoding: binary
-
-POST /api/data/v9.2/tasks HTTP/1.1
-Content-Type: application/json; type=entry
-
-{
-  "subject": "Task 1 in batch",
-  "regardingobjectid_account_task@odata.bind": "accounts(00000000-0000-0000-0000-000000000001)"
-}
---batch_80dd1615-2a10-428a-bb6f-0e559792721f
-Content-Type: application/http
-Content-Transfer-Encoding: binary
-
-POST /api/data/v9.2/tasks HTTP/1.1
-Content-Type: application/json; type=entry
-
-{
-  "subject": "Task 2 in batch",
-  "regardingobjectid_account_task@odata.bind": "accounts(00000000-0000-0000-0000-000000000001)"
-}
---batch_80dd1615-2a10-428a-bb6f-0e559792721f
-Content-Type: application/http
-Content-Transfer-Encoding: binary
-
-POST /api/data/v9.2/tasks HTTP/1.1
-Content-Type: application/json; type=entry
-
-{
-  "subject": "Task 3 in batch",
-  "regardingobjectid_account_task@odata.bind": "accounts(00000000-0000-0000-0000-000000000001)"
-}
---batch_80dd1615-2a10-428a-bb6f-0e559792721f
-Content-Type: application/http
-Content-Transfer-Encoding: binary
-
-GET /api/data/v9.2/accounts(00000000-0000-0000-0000-000000000001)/"""
-DOC_BATCH_REQUEST += """Account_Tasks?$select=subject HTTP/1.1
-
-
---batch_80dd1615-2a10-428a-bb6f-0e559792721f--
-"""
-
 # "Change sets" response: the shape a successful change set answers with.
 DOC_CHANGE_SET_RESPONSE = """\
 --batchresponse_f27ef42d-51b0-4685-bac9-f468f844de2f
