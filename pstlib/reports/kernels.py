@@ -18,6 +18,9 @@ died, or whose notebook failed, is replaced before the next notebook.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -65,11 +68,16 @@ class WarmKernel:
         self._failed = False  # the last notebook failed: start a new kernel for the next
         self._manager: AsyncKernelManager | None = None
         self._client: Any = None
+        self._sockets: str | None = None
         self._start()
 
     # -------------------------------------------------------------------------------- lifecycle
     def _start(self) -> None:
-        manager = AsyncKernelManager(kernel_name=self.kernel_name)
+        # Unix sockets in a private directory rather than TCP on 127.0.0.1: no port another user
+        # of the machine could connect to (and no "running over TCP without encryption" warning).
+        self._sockets = tempfile.mkdtemp(prefix="pstlib-kernel-")
+        manager = AsyncKernelManager(
+            kernel_name=self.kernel_name, transport="ipc", ip=str(Path(self._sockets) / "kernel"))
         run_sync(manager.start_kernel)()
         client = manager.client()
         client.start_channels()
@@ -78,6 +86,7 @@ class WarmKernel:
         except Exception:
             client.stop_channels()
             run_sync(manager.shutdown_kernel)(now=True)
+            shutil.rmtree(self._sockets, ignore_errors=True)
             raise
         client.allow_stdin = False
         self._manager, self._client = manager, client
@@ -105,6 +114,9 @@ class WarmKernel:
                 run_sync(manager.shutdown_kernel)(now=False)
             except Exception:  # an already dead kernel: nothing left to stop
                 log.debug("kernel shutdown failed", exc_info=True)
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
+            self._sockets = None
 
     def __enter__(self) -> WarmKernel:
         return self

@@ -61,3 +61,34 @@ def _configure_inline() -> None:
     from matplotlib_inline.backend_inline import set_matplotlib_formats
 
     set_matplotlib_formats("png", bbox_inches="tight", dpi=DPI)  # type: ignore[no-untyped-call]
+    from matplotlib.figure import Figure
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, _png_with_alt)
+
+
+def describe(figure: Any) -> str:
+    """A figure's text alternative for screen readers: its titles, and each axis' labels.
+
+    The report template writes it as the image's ``alt`` attribute (escaped, like all mail text).
+    """
+    parts: list[str] = []
+    if figure.get_suptitle():
+        parts.append(figure.get_suptitle())
+    for ax in figure.get_axes():
+        title = ax.get_title() or ax.get_title("left")
+        labels = [label for label in (ax.get_xlabel(), ax.get_ylabel()) if label]
+        if title and labels:
+            parts.append(f"{title} ({' by '.join(reversed(labels))})")
+        elif title or labels:
+            parts.append(title or " by ".join(reversed(labels)))
+    return "Chart: " + "; ".join(parts) if parts else "Chart"
+
+
+def _png_with_alt(figure: Any) -> tuple[bytes, dict[str, str]] | None:
+    """IPython's PNG formatter for a figure, with :func:`describe` as its ``alt`` metadata."""
+    from IPython.core.pylabtools import print_figure
+
+    if not figure.axes and not figure.lines:
+        return None  # an empty figure: nothing to show, as IPython's own formatter does
+    data = print_figure(figure, "png", bbox_inches="tight", dpi=DPI)  # type: ignore[no-untyped-call]
+    return (data, {"alt": describe(figure)}) if data else None

@@ -60,6 +60,7 @@ def test_report_renders_every_format(name: str, demo_run: ReportRun, browser: Br
     assert external_references(text) == []
     assert 'class="pstlib-toc"' in text and "Data freshness" in text
     assert "Traceback" not in text and "jp-OutputArea-error" not in text
+    assert text.count("<img ") == text.count('alt="Chart'), "every figure has a text alternative"
     load = browser.load(page.as_uri(), expression=INJECTED)
     assert load.exceptions == [] and load.console_errors == [] and load.dialogs == []
     assert load.external_requests == []

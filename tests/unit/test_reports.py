@@ -175,3 +175,21 @@ def test_schedule_runs_the_first_gap_report_first_and_the_other_gap_reports_last
     assert order[0] == "timeline"  # computes the gap model while the others run
     assert order[-len(gap_users) + 1:] == gap_users[1:]  # find it cached
     assert order.index("detailed-analytics") < order.index("dashboard")  # most tables first
+
+
+def test_figure_text_alternative_names_titles_and_axes() -> None:
+    from matplotlib.figure import Figure
+
+    from pstlib.reports.theme import _png_with_alt, describe
+
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    left.set_title("Top senders")
+    left.set_xlabel("messages")
+    right.set_ylabel("replies")
+    assert describe(figure) == "Chart: Top senders (messages); replies"
+    figure.suptitle("Mail <b>")
+    assert describe(figure).startswith("Chart: Mail <b>; Top senders")
+    png, metadata = _png_with_alt(figure) or (b"", {})
+    assert png.startswith(b"\x89PNG") and metadata == {"alt": describe(figure)}
+    assert describe(Figure()) == "Chart" and _png_with_alt(Figure()) is None
