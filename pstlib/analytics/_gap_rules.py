@@ -20,18 +20,31 @@ from pstlib.analytics._timeline_model import (
 )
 
 # stream family → the kind of gap a run in it suggests, before the window's directions are compared
-KIND_OF_STREAM = {"all": "full", "outgoing": "sent_only", "incoming": "received_only",
-                  "folder": "folder"}
-KIND_PRIORITY = {"archive_wide": 0, "full": 1, "sent_only": 2, "received_only": 2, "folder": 3,
-                 "partial": 4}
+KIND_OF_STREAM = {
+    "all": "full",
+    "outgoing": "sent_only",
+    "incoming": "received_only",
+    "folder": "folder",
+}
+KIND_PRIORITY = {
+    "archive_wide": 0,
+    "full": 1,
+    "sent_only": 2,
+    "received_only": 2,
+    "folder": 3,
+    "partial": 4,
+}
 
 
 def stream_row(grid: StreamGrid, contact: pd.Series, stream: str, part: str = "") -> np.ndarray:
     """Row of ``grid`` of each contact's ``stream`` (-1 where the stream is not modelled)."""
-    index = pd.MultiIndex.from_frame(grid.keys[["contact_address", "stream", "part"]])
+    index = grid.index
     wanted = pd.MultiIndex.from_arrays(
-        [contact.astype("string").to_numpy(), np.full(len(contact), stream),
-         np.full(len(contact), part)]
+        [
+            contact.astype("string").to_numpy(),
+            np.full(len(contact), stream),
+            np.full(len(contact), part),
+        ]
     )
     rows: np.ndarray = index.get_indexer(wanted)
     return rows
@@ -40,12 +53,17 @@ def stream_row(grid: StreamGrid, contact: pd.Series, stream: str, part: str = ""
 def window_counts(
     grid: StreamGrid, fit: StreamFit, rows: np.ndarray, first: np.ndarray, last: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(observed, expected) of stream ``rows`` over ``first..last``; NaN where ``rows`` is -1."""
-    cum_y = np.concatenate([np.zeros((len(grid.keys), 1)), np.cumsum(grid.counts, axis=1)], axis=1)
-    cum_mu = np.concatenate([np.zeros((len(grid.keys), 1)), np.cumsum(fit.mu, axis=1)], axis=1)
-    safe = np.maximum(rows, 0)
-    observed = cum_y[safe, last + 1] - cum_y[safe, first]
-    expected = cum_mu[safe, last + 1] - cum_mu[safe, first]
+    """(observed, expected) of stream ``rows`` over ``first..last``; NaN where ``rows`` is -1.
+
+    Prefix sums of the streams asked for only (a few of a large grid)."""
+    needed, local = np.unique(np.maximum(rows, 0), return_inverse=True)
+    local = local.reshape(-1)
+    cum_y = np.zeros((len(needed), grid.counts.shape[1] + 1), dtype=np.int64)
+    np.cumsum(grid.counts[needed], axis=1, out=cum_y[:, 1:])
+    cum_mu = np.zeros((len(needed), grid.counts.shape[1] + 1))
+    np.cumsum(fit.mu[needed], axis=1, out=cum_mu[:, 1:])
+    observed = (cum_y[local, last + 1] - cum_y[local, first]).astype(float)
+    expected = cum_mu[local, last + 1] - cum_mu[local, first]
     missing = rows < 0
     return np.where(missing, np.nan, observed), np.where(missing, np.nan, expected)
 
@@ -60,14 +78,15 @@ def cluster_windows(runs: pd.DataFrame, by: str) -> pd.DataFrame:
     previous_reach = reach.groupby(ordered[by]).shift(1)
     new_cluster = previous_reach.isna() | (ordered["first_day"] > previous_reach)
     cluster = new_cluster.cumsum()
-    bounds = ordered.groupby(cluster).agg(cluster_first=("first_day", "min"),
-                                          cluster_last=("last_day", "max"))
+    bounds = ordered.groupby(cluster).agg(
+        cluster_first=("first_day", "min"), cluster_last=("last_day", "max")
+    )
     return ordered.assign(cluster=cluster).join(bounds, on="cluster")
 
 
-def trim_to_days(keep: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]:
+def trim_to_days(
+    keep: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Move each window's ends inwards to its first and last day where ``keep`` is True.
 
     Returns ``(first, last, ok)``; ``ok`` is False for a window without such a day (its ends are
@@ -82,9 +101,9 @@ def trim_to_days(keep: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple
     return np.where(ok, new_first, first), np.where(ok, new_last, last), ok
 
 
-def trim_to_business_days(grid: StreamGrid, first: np.ndarray, last: np.ndarray) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def trim_to_business_days(
+    grid: StreamGrid, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Move each window's ends inwards to its first and last business day (if it has one)."""
     new_first, new_last, _ = trim_to_days(grid.days["is_business_day"].to_numpy(), first, last)
     return new_first, new_last
@@ -98,13 +117,20 @@ def trim_vacations(grid: StreamGrid, runs: pd.DataFrame, streams: np.ndarray) ->
     (almost) no sent mail there, so it neither makes nor hides the gap around it. A run wholly
     inside vacations is dropped.
     """
+    return trim_off(runs, grid.days["is_vacation"].to_numpy(), streams)
+
+
+def trim_off(runs: pd.DataFrame, days: np.ndarray, streams: np.ndarray) -> pd.DataFrame:
+    """Trim the ``days`` (a day mask) off both ends of the runs of ``streams`` (a mask of rows);
+    a run with no other day is dropped, one with such days inside keeps them."""
     if runs.empty:
         return runs
     chosen = streams[runs["stream"].to_numpy()]
-    first, last, ok = trim_to_days(~grid.days["is_vacation"].to_numpy(),
-                                   runs["first_day"].to_numpy(), runs["last_day"].to_numpy())
-    trimmed = runs.assign(first_day=np.where(chosen, first, runs["first_day"]),
-                          last_day=np.where(chosen, last, runs["last_day"]))
+    first, last, ok = trim_to_days(~days, runs["first_day"].to_numpy(), runs["last_day"].to_numpy())
+    trimmed = runs.assign(
+        first_day=np.where(chosen, first, runs["first_day"]),
+        last_day=np.where(chosen, last, runs["last_day"]),
+    )
     kept: pd.DataFrame = trimmed[~chosen | ok]
     return kept
 
@@ -128,14 +154,23 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     # will do there, while a silence without them must pass the mailbox's test
     likely = runs["significant"] | (runs["probability"] <= np.sqrt(runs["threshold"]))
     low = runs[likely & runs["stream"].isin(out_rows) & runs["method"].eq("zero")]
-    columns = ["start", "end", "business_days", "sent_expected", "sent_observed",
-               "received_ratio", "auto_replies", "evidence"]
+    columns = [
+        "start",
+        "end",
+        "business_days",
+        "sent_expected",
+        "sent_observed",
+        "received_ratio",
+        "auto_replies",
+        "evidence",
+    ]
     if low.empty:
         return pd.DataFrame(columns=columns)
     # the owner's quiet days, less those on which received mail stopped too (a lost file, not a
     # vacation: an archive gap next to a vacation must not merge into it)
-    in_rows = np.flatnonzero((keys["contact_address"].eq(MAILBOX)
-                              & keys["stream"].isin(["incoming", "all"])).to_numpy())
+    in_rows = np.flatnonzero(
+        (keys["contact_address"].eq(MAILBOX) & keys["stream"].isin(["incoming", "all"])).to_numpy()
+    )
     lost = runs[runs["significant"] & runs["stream"].isin(in_rows)]
     n_days = len(grid.days)
     quiet = cells_of(low.assign(stream=0), (1, n_days))[0]
@@ -145,8 +180,9 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     if len(run_first) == 0:
         return pd.DataFrame(columns=columns)
     merged = pd.DataFrame({"first_day": run_first, "last_day": run_last})
-    first, last = trim_to_business_days(grid, merged["first_day"].to_numpy(),
-                                        merged["last_day"].to_numpy())
+    first, last = trim_to_business_days(
+        grid, merged["first_day"].to_numpy(), merged["last_day"].to_numpy()
+    )
     mailbox = pd.Series([MAILBOX] * len(merged))
     sent_rows = stream_row(grid, mailbox, "outgoing")
     sent_obs, sent_exp = window_counts(grid, fit, sent_rows, first, last)
@@ -156,9 +192,11 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
     received_ratio = in_obs / np.maximum(in_exp, 1e-9)
     cum_strict = np.concatenate([[0], np.cumsum(strict)])
     significant = (cum_strict[last + 1] - cum_strict[first]) > 0
-    evidence = np.where(auto > 0, "auto_replies",
-                        np.where((received_ratio >= 0.5) & significant, "received_continues",
-                                 ""))
+    evidence = np.where(
+        auto > 0,
+        "auto_replies",
+        np.where((received_ratio >= 0.5) & significant, "received_continues", ""),
+    )
     dates = grid.days["date"].to_numpy()
     business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
     table = pd.DataFrame(
@@ -177,7 +215,12 @@ def infer_vacations(grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame) -> pd.
 
 
 def classify_clusters(
-    grid: StreamGrid, fit: StreamFit, runs: pd.DataFrame, *, alpha: float, threshold: float,
+    grid: StreamGrid,
+    fit: StreamFit,
+    runs: pd.DataFrame,
+    *,
+    alpha: float,
+    threshold: float,
     exclude: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per cluster of overlapping significant runs of a contact, with its kind.
@@ -191,15 +234,14 @@ def classify_clusters(
     improbable). ``exclude``d cells (other gaps) are left out of the windows' flanks.
     """
     names = grid.keys[["contact_address", "stream", "part"]].rename(
-        columns={"stream": "stream_name"})
+        columns={"stream": "stream_name"}
+    )
     keyed = runs.join(names, on="stream")
     keyed = keyed[keyed["stream_name"].isin(list(KIND_OF_STREAM))]
     if keyed.empty:
         return keyed.assign(kind=pd.Series(dtype="string"))
     clusters = cluster_windows(keyed, "contact_address")
-    folder_part = (
-        clusters[clusters["stream_name"].eq("folder")].groupby("cluster")["part"].first()
-    )
+    folder_part = clusters[clusters["stream_name"].eq("folder")].groupby("cluster")["part"].first()
     per = clusters.groupby("cluster").agg(
         contact_address=("contact_address", "first"),
         first_day=("cluster_first", "first"),
@@ -240,11 +282,11 @@ def classify_clusters(
     # reported on the kind's stream when that one passes (else on the most improbable)
     candidates = [rows] + [stream_row(grid, contact, st) for st in ("all", "incoming", "outgoing")]
     numbered = per.reset_index(drop=True).rename_axis("cluster_id").reset_index()
-    tries = pd.concat([numbered.assign(stream=r, choice=i) for i, r in enumerate(candidates)],
-                      ignore_index=True)
+    tries = pd.concat(
+        [numbered.assign(stream=r, choice=i) for i, r in enumerate(candidates)], ignore_index=True
+    )
     tries = tries[tries["stream"].to_numpy() >= 0].reset_index(drop=True)
-    evaluated = evaluate_runs(grid, fit, tries, alpha=alpha, threshold=threshold,
-                              exclude=exclude)
+    evaluated = evaluate_runs(grid, fit, tries, alpha=alpha, threshold=threshold, exclude=exclude)
     chosen = (
         evaluated[evaluated["significant"]]
         .assign(other_stream=lambda f: f["choice"].ne(0))
@@ -273,10 +315,13 @@ def drop_inside(runs: pd.DataFrame, days: np.ndarray, streams: np.ndarray) -> pd
 
 def stream_row_parts(grid: StreamGrid, contact: pd.Series, part: pd.Series) -> np.ndarray:
     """Row of each (contact, folder) stream of ``grid`` (-1 where not modelled)."""
-    index = pd.MultiIndex.from_frame(grid.keys[["contact_address", "stream", "part"]])
+    index = grid.index
     wanted = pd.MultiIndex.from_arrays(
-        [contact.astype("string").to_numpy(), np.full(len(contact), "folder"),
-         part.astype("string").to_numpy()]
+        [
+            contact.astype("string").to_numpy(),
+            np.full(len(contact), "folder"),
+            part.astype("string").to_numpy(),
+        ]
     )
     rows: np.ndarray = index.get_indexer(wanted)
     return rows
@@ -291,14 +336,19 @@ def attribute_archive_gaps(
     keys = grid.keys
     contacts = keys[keys["stream"].eq("all") & keys["contact_address"].ne(MAILBOX)]
     pairs = archive[["first_day", "last_day"]].merge(
-        contacts[["contact_address", "first_day", "last_day"]].rename(
-            columns={"first_day": "span_first", "last_day": "span_last"}
-        ).assign(stream=contacts.index.to_numpy()),
+        contacts[["contact_address", "first_day", "last_day"]]
+        .rename(columns={"first_day": "span_first", "last_day": "span_last"})
+        .assign(stream=contacts.index.to_numpy()),
         how="cross",
     )
     inside = (pairs["span_first"] < pairs["first_day"]) & (pairs["span_last"] > pairs["last_day"])
     pairs = pairs[inside]
-    observed, expected = window_counts(grid, fit, pairs["stream"].to_numpy(),
-                                       pairs["first_day"].to_numpy(), pairs["last_day"].to_numpy())
+    observed, expected = window_counts(
+        grid,
+        fit,
+        pairs["stream"].to_numpy(),
+        pairs["first_day"].to_numpy(),
+        pairs["last_day"].to_numpy(),
+    )
     out = pairs.assign(observed_messages=observed, expected_messages=expected)
     return out[out["expected_messages"] >= min_expected].reset_index(drop=True)

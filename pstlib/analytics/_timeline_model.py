@@ -2,29 +2,38 @@
 
 Mail is counted per *stream* and calendar day on a dense grid (streams × days). A stream is one
 contact's mail (``all``), one direction of it (``incoming``, ``outgoing`` without auto-replies,
-``auto_reply``) or one folder's share of it (``folder``); the mailbox as a whole is the
-pseudo-contact
-``"*"`` with the same streams. Everything below is whole-array numpy: no loop over streams or days.
+``auto_reply``) or one folder's share of it (``folder``, for contacts with mail in three folders or
+more); the mailbox as a whole is the pseudo-contact ``"*"`` with the same streams. Everything
+below is whole-array numpy: no loop over streams or days. Work that is row-independent runs block
+by block of streams (:func:`row_blocks`: a few MB each, so the temporaries of a mailbox of
+millions of messages stay in cache and are not fresh memory on every operation), and prefix sums
+are taken as 64-bit integers (:func:`prefix_sums`), several times faster than floating ones.
 
 The model of a stream's count on day *d* is negative binomial with mean
 
     mu[s, d] = level[s, d] × weekday[s, weekday(d)] × special[s, kind(d)]
 
 * ``level``: the stream's own activity, a ratio of centred rolling sums (observed over
-weekday-weighted
-  exposure) across ``half_window`` days each side, shrunk towards the stream's overall rate, with
-  days already found in a gap left out; slow changes, trends and change points move it;
+  weekday-weighted exposure) across ``half_window`` days each side, shrunk towards the stream's
+  overall rate, with days already found in a gap left out; slow changes, trends and change points
+  move it;
 * ``weekday``: the stream's weekday profile, shrunk towards the profile of all streams;
 * ``special``: the factor of public holidays, of quiet periods and of owner vacations, estimated per
   stream from its own holiday/vacation days and shrunk towards its family's factor (all, incoming,
   outgoing, folder), so that e.g. a vacation stops outgoing mail and only thins incoming mail;
 * dispersion ``phi`` (variance ``mu + phi·mu²``) per stream by the method of moments, shrunk towards
   the median.
+
+A day's silence has the negative binomial's zero (:func:`log_silence`, with a dispersion fitted
+to the days with mail); in one direction of a contact's mail it is conditioned on the other
+direction's mail that day (:func:`log_silence_given`: the two directions of a conversation come
+in the same bursts, so the owner's lost sent mail shows against the contact's mail going on).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -33,7 +42,7 @@ from scipy import stats  # type: ignore[import-untyped]
 from pstlib.analytics._calendar import day_table, local_dates
 
 MAILBOX = "*"
-FAMILIES = ("all", "incoming", "outgoing", "auto_reply", "folder", "source")
+FAMILIES = ("all", "incoming", "outgoing", "auto_reply", "folder")
 
 FloatArray = np.ndarray
 BoolArray = np.ndarray
@@ -43,11 +52,31 @@ BoolArray = np.ndarray
 class StreamGrid:
     """Daily counts of each stream. ``keys`` has one row per stream (row i ↔ ``counts[i]``)."""
 
-    # contact_address, stream, part (folder or source id), message_count, first_day, last_day
+    # contact_address, stream, part (folder path), message_count, first_day, last_day
     keys: pd.DataFrame
-    counts: FloatArray  # (streams, days)
+    counts: np.ndarray  # (streams, days), int32 (integer prefix sums are several times faster)
     span: BoolArray  # (streams, days): inside the contact's first..last day
     days: pd.DataFrame  # the day table (see _calendar.day_table)
+
+    @cached_property
+    def index(self) -> pd.MultiIndex:
+        """The rows' ``(contact_address, stream, part)``, to look streams up by name."""
+        return pd.MultiIndex.from_frame(self.keys[["contact_address", "stream", "part"]])
+
+    @cached_property
+    def counterpart(self) -> np.ndarray:
+        """Row of the other direction of each contact's ``incoming``/``outgoing`` stream (-1 for
+        every other stream, the mailbox's among them, and where the other is not modelled)."""
+        keys = self.keys
+        direction = keys["stream"].isin(["incoming", "outgoing"]) & keys["contact_address"].ne(
+            MAILBOX
+        )
+        other = keys["stream"].map({"incoming": "outgoing", "outgoing": "incoming"})
+        wanted = pd.MultiIndex.from_arrays(
+            [keys["contact_address"], other.fillna(""), keys["part"]]
+        )
+        rows: np.ndarray = np.where(direction.to_numpy(), self.index.get_indexer(wanted), -1)
+        return rows
 
     @property
     def family(self) -> np.ndarray:
@@ -55,15 +84,9 @@ class StreamGrid:
 
     @property
     def tested(self) -> np.ndarray:
-        """Streams scanned for gaps: all but auto-replies, and a contact's folder streams only
-        when it has mail in three folders or more (with just an inbox and a sent folder, a
-        folder's gap is the incoming or outgoing stream's, which is tested on its own)."""
-        family = self.family
-        folder = family == FAMILIES.index("folder")
-        folders = (
-            pd.Series(folder).groupby(self.keys["contact_address"].to_numpy()).transform("sum")
-        ).to_numpy()
-        tested: np.ndarray = (family != FAMILIES.index("auto_reply")) & (~folder | (folders >= 3))
+        """Streams scanned for gaps: all but auto-replies (folder streams are modelled only for
+        contacts with mail in three folders or more, see :func:`build_grid`)."""
+        tested: np.ndarray = self.family != FAMILIES.index("auto_reply")
         return tested
 
 
@@ -76,46 +99,110 @@ class StreamFit:
     rate_business: FloatArray  # mean expected count per business day in the span
     effective_days: FloatArray  # how many silences the stream has: places a run could start
     silence_dispersion: FloatArray  # a day is silent with probability (1 + φ·mu)^(-1/φ)
-    level: FloatArray  # the level part of mu (mu = level × weekday × special), per stream and day
+    profile: FloatArray  # (streams, 7): the weekday part of mu (mu = level × weekday × special)
+    special: FloatArray  # (streams, 3): the factor of holidays, quiet periods and vacations
+    # what a refit of some streams reuses (see fit_streams)
+    pooled: FloatArray  # (2, 7): the mailbox's weekday profile of each of the two sweeps
+    observed_special: FloatArray  # (streams, 3): mail observed on special days of each kind
+    expected_special: FloatArray  # (streams, 3): and expected before their factor
+    resid: FloatArray  # per stream: the method of moments' excess variance
+    scale: FloatArray  # and its scale (sum of mu²)
+
+    def shape(self, days: pd.DataFrame, rows: slice, span: BoolArray) -> FloatArray:
+        """``mu`` without its level for the streams ``rows``: what each day weighs (weekday,
+        holiday, quiet period, vacation) at level 1, 0 outside the ``span`` (of those rows)."""
+        holiday = days["is_holiday"].to_numpy()
+        quiet = days["is_quiet"].to_numpy() & ~holiday
+        vacation = days["is_vacation"].to_numpy() & ~holiday & ~quiet
+        out: FloatArray = self.profile[rows][:, days["weekday"].to_numpy()]
+        for k, kind in enumerate((holiday, quiet, vacation)):
+            columns = np.flatnonzero(kind)
+            out[:, columns] *= self.special[rows, k][:, None]
+        out[~span] = 0.0
+        return out
 
 
 def event_days(events: pd.DataFrame, timezone: str) -> pd.Series:
     return local_dates(events["sent_at_utc"], timezone)
 
 
-def stream_rows(events: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
-    """One row per (event, stream) it counts in, for contacts and for the mailbox ``"*"``."""
-    auto = (
-        events["auto_submitted"].fillna("no").astype("string").str.lower().ne("no")
-        if "auto_submitted" in events.columns
-        else pd.Series(False, index=events.index)
+# stream names in their sort order: a stream's code is its rank, so the grid's rows sort by
+# (contact, stream, part) like their names
+STREAM_NAMES = ("all", "auto_reply", "folder", "incoming", "outgoing")
+
+
+def text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``values`` as text (-1 where missing) into their sorted distinct texts.
+
+    Hashed first, so that only the distinct values (a few thousand addresses or folders of a
+    million events) are turned into text and sorted.
+    """
+    code, distinct = pd.factorize(values)
+    names, inverse = np.unique(
+        pd.Index(distinct).astype(str).to_numpy(dtype=object), return_inverse=True
     )
-    direction = events["direction"].astype("string").fillna("incoming")
-    base = pd.DataFrame(
-        {
-            "contact_address": events["contact_address"].astype("string"),
-            "date": dates,
-            "message_key": (
-                events["message_row_id"].astype("string")
-                if "message_row_id" in events.columns
-                else pd.Series(np.arange(len(events)), index=events.index).astype("string")
-            ),
-        }
+    inverse = np.append(inverse.reshape(-1), -1)  # code -1 (missing) stays -1
+    codes: np.ndarray = inverse[code]
+    return codes, names
+
+
+def stream_rows(
+    events: pd.DataFrame, day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (event, stream) it counts in, for contacts and for the mailbox ``"*"``.
+
+    The streams of an event are ``all``, its direction (``incoming``; ``outgoing``, or
+    ``auto_reply`` when it was sent automatically) and ``folder`` (part: its folder); the mailbox
+    counts each message (``message_row_id``) once, however many contacts it reached. The strings
+    are factorised once and everything after is integer arithmetic: returns each entry's key
+    ``(contact·5 + stream)·parts + part`` (so keys sort like ``(contact, stream, part)``: contact
+    codes index the sorted contact addresses, ``"*"`` among them; stream codes
+    :data:`STREAM_NAMES`; part codes the sorted folder paths, ``""`` first) and day, each event's
+    contact code (-1 without one), the contact addresses and the folder paths.
+    """
+    if "auto_submitted" in events.columns:  # anything but "no" (any case) was sent automatically
+        auto_code, auto_names = text_codes(events["auto_submitted"])
+        automatic = np.append(np.char.lower(auto_names.astype(str)) != "no", False)
+        auto = automatic[auto_code]  # code -1 (no header) is the appended False
+    else:
+        auto = np.zeros(len(events), dtype=bool)
+    outgoing = events["direction"].eq("outgoing").fillna(False).to_numpy(bool)
+    direction_stream = np.where(
+        outgoing,
+        np.where(auto, STREAM_NAMES.index("auto_reply"), STREAM_NAMES.index("outgoing")),
+        STREAM_NAMES.index("incoming"),
     )
-    folder = events["folder_path"].astype("string").fillna("")
-    parts = [
-        base.assign(stream="all", part=""),
-        base.assign(stream=direction.mask(auto & direction.eq("outgoing"), "auto_reply"), part=""),
-        base.assign(stream="folder", part=folder),
+    contact_code, contacts = text_codes(events["contact_address"])
+    if MAILBOX not in set(contacts):
+        at = int(np.searchsorted(contacts, MAILBOX))
+        contacts = np.insert(contacts, at, MAILBOX)
+        contact_code = np.where(contact_code >= at, contact_code + 1, contact_code)
+    mailbox = int(np.searchsorted(contacts, MAILBOX))
+    folder_code, folders = text_codes(events["folder_path"])
+    if "" not in set(folders):  # the part of every stream but the folders' (and no folder's)
+        folders = np.insert(folders, 0, "")
+        folder_code = folder_code + 1
+    folder_code = np.where(folder_code < 0, int(np.searchsorted(folders, "")), folder_code)
+    once = (
+        ~pd.Series(events["message_row_id"].to_numpy()).duplicated().to_numpy()
+        if "message_row_id" in events.columns
+        else np.ones(len(events), dtype=bool)
+    )
+    n_streams, n_parts = len(STREAM_NAMES), len(folders)
+    none = np.zeros(len(events), dtype=np.int64)
+    streams: list[tuple[np.ndarray, np.ndarray]] = [  # (stream, part) of each event in each of
+        (none + STREAM_NAMES.index("all"), none),  # its three streams
+        (direction_stream, none),
+        (none + STREAM_NAMES.index("folder"), np.asarray(folder_code, dtype=np.int64)),
     ]
-    if "source_id" in events.columns:
-        parts.append(base.assign(stream="source", part=events["source_id"].astype("string")))
-    per_stream = pd.concat(parts, ignore_index=True)
-    # the mailbox counts each message once, however many contacts it reached
-    mailbox = per_stream.assign(contact_address=MAILBOX).drop_duplicates(
-        ["stream", "part", "message_key"]
-    )
-    return pd.concat([per_stream, mailbox], ignore_index=True)
+    keys: list[np.ndarray] = []
+    entry_days: list[np.ndarray] = []
+    for who, chosen in ((contact_code, contact_code >= 0), (mailbox, once)):  # contacts, "*"
+        for stream, part in streams:
+            key = (np.asarray(who, dtype=np.int64) * n_streams + stream) * n_parts + part
+            keys.append(np.broadcast_to(key, chosen.shape)[chosen])
+            entry_days.append(day[chosen])
+    return np.concatenate(keys), np.concatenate(entry_days), contact_code, contacts, folders
 
 
 def build_grid(
@@ -127,33 +214,61 @@ def build_grid(
     vacations: pd.DataFrame | None,
     min_messages: int,
 ) -> StreamGrid:
-    """Count every stream with at least ``min_messages`` messages on the dense day grid."""
+    """Count every stream with at least ``min_messages`` messages on the dense day grid (the
+    mailbox's ``all`` and direction streams always)."""
     dates = event_days(events, timezone)
     first, last = dates.min(), dates.max()
     days = day_table(first, last, country=country, quiet_periods=quiet_periods, vacations=vacations)
-    rows = stream_rows(events, dates).assign(day=lambda f: (f["date"] - first).dt.days)
-    # span of each contact: its first..last day of any mail
-    spans = rows.groupby("contact_address")["day"].agg(first_day="min", last_day="max")
-    keys = (
-        rows.groupby(["contact_address", "stream", "part"], sort=True)
-        .size()
-        .rename("message_count")
-        .reset_index()
-        .join(spans, on="contact_address")
+    day = (dates - first).dt.days.to_numpy(np.int64)
+    key, entry_day, contact, contacts, folders = stream_rows(events, day)
+    n_streams, n_parts = len(STREAM_NAMES), len(folders)
+    # hashed, then the few distinct keys sorted (a sort of every entry costs far more)
+    code, hashed = pd.factorize(key)
+    order = np.argsort(hashed)
+    distinct = np.asarray(hashed)[order]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    row_of = rank[code]
+    message_count = np.bincount(row_of, minlength=len(distinct))
+    key_contact = distinct // (n_streams * n_parts)
+    key_stream = distinct // n_parts % n_streams
+    key_part = distinct % n_parts
+    # span of each contact: its first..last day of any mail (the mailbox's: every day)
+    spans = (
+        pd.DataFrame({"contact": contact, "day": day})[contact >= 0]
+        .groupby("contact")["day"]
+        .agg(["min", "max"])
     )
-    keep = keys["message_count"].ge(min_messages) | (
-        keys["contact_address"].eq(MAILBOX) & keys["stream"].isin(["all", "incoming", "outgoing",
-                                                                    "auto_reply"])
+    first_day = np.zeros(len(contacts), dtype=np.int64)
+    last_day = np.full(len(contacts), len(days) - 1, dtype=np.int64)
+    first_day[spans.index.to_numpy()] = spans["min"].to_numpy()
+    last_day[spans.index.to_numpy()] = spans["max"].to_numpy()
+    folder = key_stream == STREAM_NAMES.index("folder")
+    keep = (message_count >= min_messages) | ((contacts[key_contact] == MAILBOX) & ~folder)
+    # with an inbox and a sent folder only, a folder's stream is the incoming or outgoing one
+    # again: folder streams are modelled only for contacts with mail in three folders or more
+    folders_kept = np.bincount(key_contact[folder & keep], minlength=len(contacts))
+    keep &= ~folder | (folders_kept[key_contact] >= 3)
+    kept = np.flatnonzero(keep)
+    names = np.asarray(STREAM_NAMES, dtype=object)
+    keys = pd.DataFrame(
+        {
+            "contact_address": pd.array(contacts[key_contact[kept]], dtype="string"),
+            "stream": pd.array(names[key_stream[kept]], dtype="string"),
+            "part": pd.array(np.where(folder[kept], folders[key_part[kept]], ""), dtype="string"),
+            "message_count": message_count[kept],
+            "first_day": first_day[key_contact[kept]],
+            "last_day": last_day[key_contact[kept]],
+        }
     )
-    keys = keys[keep].reset_index(drop=True)
-    # flat (stream, day) index of every kept row, then one bincount fills the grid
-    stream_id = pd.MultiIndex.from_frame(keys[["contact_address", "stream", "part"]])
-    row_id = stream_id.get_indexer(pd.MultiIndex.from_frame(rows[["contact_address", "stream",
-                                                                   "part"]]))
+    # flat (stream, day) index of every kept entry, then one bincount fills the grid
+    new_row = np.full(len(distinct), -1)
+    new_row[kept] = np.arange(len(kept))
+    row_id = new_row[row_of]
     n_days = len(days)
-    kept = row_id >= 0
-    flat = row_id[kept] * n_days + rows["day"].to_numpy()[kept]
-    counts = np.bincount(flat, minlength=len(keys) * n_days).astype(float)
+    counted = row_id >= 0
+    flat = row_id[counted] * n_days + entry_day[counted]
+    counts = np.bincount(flat, minlength=len(keys) * n_days).astype(np.int32)
     counts = counts.reshape(len(keys), n_days)
     day_index = np.arange(n_days)
     span = (day_index >= keys["first_day"].to_numpy()[:, None]) & (
@@ -162,89 +277,245 @@ def build_grid(
     return StreamGrid(keys=keys, counts=counts, span=span, days=days)
 
 
-def _window_sums(values: FloatArray, half_window: int) -> FloatArray:
-    """Centred rolling sums along axis 1 over ``2·half_window + 1`` days (clipped at the edges)."""
+def prefix_sums(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Cumulative sums along axis 1 with a leading 0 column, as 64-bit integers, and their unit.
+
+    Counts and booleans are summed as they are (unit 1). Other values are summed in fixed point,
+    as whole multiples of a unit of ``2^-k`` (``k`` up to 32, as fine as the largest row total
+    allows without overflow): integer prefix sums are several times faster than floating-point
+    ones on long rows, and exact, so a window's sum (the difference of two of them) carries no
+    cancellation error, only the rounding of each value to the unit (2^-32, about 2e-10).
+    """
+    if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
+        unit, whole = 1.0, values
+    else:
+        largest = float(np.abs(values).sum(axis=1).max()) if values.size else 0.0
+        bits = int(min(32, 61 - np.ceil(np.log2(max(largest, 1.0)))))
+        unit = 2.0**-bits
+        whole = np.rint(values * 2.0**bits).astype(np.int64)
+    cum = np.zeros((values.shape[0], values.shape[1] + 1), dtype=np.int64)
+    np.cumsum(whole, axis=1, dtype=np.int64, out=cum[:, 1:])
+    return cum, unit
+
+
+def _window_sums(values: np.ndarray, half_window: int) -> FloatArray:
+    """Centred rolling sums along axis 1 over ``2·half_window + 1`` days (clipped at the edges).
+
+    Differences of one prefix sum (:func:`prefix_sums`) taken as shifted slices (no index
+    arrays: the grid is large).
+    """
     n = values.shape[1]
-    cum = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
+    cum, unit = prefix_sums(values)
     hi = np.minimum(np.arange(n) + half_window + 1, n)
     lo = np.maximum(np.arange(n) - half_window, 0)
-    out: FloatArray = cum[:, hi] - cum[:, lo]
+    out: FloatArray = np.empty((values.shape[0], n))
+    w = half_window
+    if n <= 2 * w + 1:  # every window is clipped: the general gather
+        np.subtract(cum[:, hi], cum[:, lo], out=out)
+    else:  # left edge (lo = 0), the middle (both ends inside), the right edge (hi = n)
+        np.subtract(cum[:, w + 1 : 2 * w + 1], cum[:, :1], out=out[:, :w])
+        np.subtract(cum[:, 2 * w + 1 :], cum[:, : n - 2 * w], out=out[:, w : n - w])
+        np.subtract(cum[:, n : n + 1], cum[:, n - 2 * w : n - w], out=out[:, n - w :])
+    if unit != 1.0:
+        out *= unit
     return out
+
+
+def weekday_sums(values: np.ndarray, weekday: np.ndarray) -> FloatArray:
+    """Sums of each row of ``values`` by the weekday (0-6) of its columns: (rows, 7).
+
+    Consecutive days cycle through the weekdays, so the whole weeks are a reshaped view summed
+    over the weeks (no copy, no matrix product), and the days after them are added one weekday
+    each.
+    """
+    n_rows, n_days = values.shape
+    out = np.zeros((n_rows, 7))
+    whole = n_days // 7 * 7
+    if whole:
+        out[:, weekday[:7]] = values[:, :whole].reshape(n_rows, -1, 7).sum(axis=1)
+    out[:, weekday[whole:]] += values[:, whole:]
+    return out
+
+
+def row_blocks(n_rows: int, n_columns: int, cells: int = 1 << 19) -> list[slice]:
+    """Consecutive blocks of rows of about ``cells`` cells each (at least one row).
+
+    The grid of a large mailbox holds tens of millions of cells; whole-grid temporaries would be
+    fresh memory on every operation (page faults cost more than the arithmetic) and out of cache,
+    so row-independent work runs block by block (a few MB each, reused by the allocator): still
+    whole arrays, over a bounded number of blocks.
+    """
+    step = max(1, cells // max(n_columns, 1))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
 def fit_streams(
     grid: StreamGrid,
     exclude: BoolArray,
     *,
+    previous: StreamFit | None = None,
+    rows: BoolArray | None = None,
     half_window: int = 42,
     level_prior_days: float = 14.0,
     weekday_prior_messages: float = 10.0,
     special_prior_messages: float = 10.0,
 ) -> StreamFit:
     """Fit the expected-volume model of every stream, leaving out ``exclude``d (stream, day)
-    cells."""
-    y = grid.counts
-    weekday = grid.days["weekday"].to_numpy()
-    onehot = np.eye(7)[weekday]  # (days, 7)
-    holiday = grid.days["is_holiday"].to_numpy()
-    quiet = grid.days["is_quiet"].to_numpy() & ~holiday
-    vacation = grid.days["is_vacation"].to_numpy() & ~holiday & ~quiet
-    regular = ~(holiday | quiet | vacation)
-    fit_days = grid.span & ~exclude & regular  # the cells that teach level and weekday profile
-    ym = np.where(fit_days, y, 0.0)
+    cells.
 
-    def level_of(profile: FloatArray) -> FloatArray:
-        exposure = np.where(fit_days, profile[:, weekday], 0.0)
+    The work is row-independent but for a few mailbox-wide sums (the pooled weekday profile, the
+    families' holiday and vacation factors, the median dispersion), so it runs in blocks of
+    streams (:func:`row_blocks`) with those sums taken between the sweeps. A ``previous`` fit of
+    the same grid (a refit without some gaps) is where the search for each stream's silence
+    dispersion starts (it moves little between fits); with a mask of ``rows`` as well, only those
+    streams are fitted again (those whose excluded cells changed), the others keep the previous
+    fit, and the pooled weekday profile (the mailbox's weekly rhythm, which a few streams' gaps
+    barely move) is the previous one; the family factors and the median dispersion are taken
+    afresh over every stream.
+    """
+    y, span = grid.counts, grid.span
+    n_streams = len(y)
+    days = grid.days
+    weekday = days["weekday"].to_numpy()
+    holiday = days["is_holiday"].to_numpy()
+    quiet = days["is_quiet"].to_numpy() & ~holiday
+    vacation = days["is_vacation"].to_numpy() & ~holiday & ~quiet
+    regular = ~(holiday | quiet | vacation)
+    business_day = days["is_business_day"].to_numpy()
+    partial = rows is not None and previous is not None
+    refit = np.ones(n_streams, dtype=bool) if rows is None else rows
+    blocks: list[slice] | list[np.ndarray]
+    if partial:
+        chosen = np.flatnonzero(refit)
+        blocks = [chosen[b] for b in row_blocks(len(chosen), len(days))]
+    else:
+        blocks = row_blocks(n_streams, len(days))
+
+    def fit_days_of(block: slice | np.ndarray) -> BoolArray:
+        # the cells that teach level and weekday profile
+        out: BoolArray = span[block] & ~exclude[block] & regular
+        return out
+
+    def level_of(ym: np.ndarray, fit_days: BoolArray, profile: FloatArray | None) -> FloatArray:
+        # the exposure of a flat profile is a count of days (summed as integers, faster)
+        exposure = fit_days if profile is None else np.where(fit_days, profile[:, weekday], 0.0)
         overall = ym.sum(axis=1) / np.maximum(exposure.sum(axis=1), 1e-9)
-        prior = level_prior_days * overall[:, None]
-        num = _window_sums(ym, half_window) + prior
-        den = _window_sums(exposure, half_window) + level_prior_days
-        return num / den  # type: ignore[no-any-return]
+        num = _window_sums(ym, half_window)
+        num += level_prior_days * overall[:, None]
+        den = _window_sums(exposure, half_window)
+        den += level_prior_days
+        np.divide(num, den, out=den)
+        return den
 
     # alternate level and weekday profile twice: each is estimated given the other
-    profile = np.ones((len(y), 7))
-    for _ in range(2):
-        level = level_of(profile)
-        num = ym @ onehot
-        den = np.where(fit_days, level, 0.0) @ onehot
-        pooled = num.sum(axis=0) / np.maximum(den.sum(axis=0), 1e-9)
-        profile = (num + weekday_prior_messages * pooled) / (den + weekday_prior_messages)
-    level = level_of(profile)
-    base = level * profile[:, weekday]
+    profile = np.ones((n_streams, 7)) if previous is None else previous.profile.copy()
+    pooled = np.ones((2, 7)) if previous is None else previous.pooled.copy()
+    num = np.zeros((n_streams, 7))
+    for sweep in range(2):
+        den = np.zeros((n_streams, 7))
+        for block in blocks:
+            fit_days = fit_days_of(block)
+            ym = np.where(fit_days, y[block], 0)
+            level = level_of(ym, fit_days, None if sweep == 0 else profile[block])
+            if sweep == 0:
+                num[block] = weekday_sums(ym, weekday)
+            den[block] = weekday_sums(np.where(fit_days, level, 0.0), weekday)
+        if not partial:
+            pooled[sweep] = num.sum(axis=0) / np.maximum(den.sum(axis=0), 1e-9)
+        fitted = (num + weekday_prior_messages * pooled[sweep]) / (den + weekday_prior_messages)
+        profile = fitted if not partial else np.where(refit[:, None], fitted, profile)
 
+    # the level, and the observed and expected mail of each stream on its special days
+    special_days = (holiday, quiet, vacation)  # three kinds of special day
+    special_columns = [np.flatnonzero(kind) for kind in special_days]
+    if previous is not None and partial:
+        observed_special = previous.observed_special.copy()
+        expected_special = previous.expected_special.copy()
+        mu = previous.mu.copy()
+    else:
+        observed_special, expected_special = np.zeros((n_streams, 3)), np.zeros((n_streams, 3))
+        mu = np.zeros(y.shape)
+    for block in blocks:
+        fit_days = fit_days_of(block)
+        base = level_of(np.where(fit_days, y[block], 0), fit_days, profile[block])
+        base *= profile[block][:, weekday]
+        # a vacation's days teach its factor even where a run was excluded (the run is the
+        # vacation)
+        usable = span[block] & (~exclude[block] | vacation[None, :])
+        for k, columns in enumerate(special_columns):
+            cells = usable[:, columns]
+            observed_special[block, k] = np.where(cells, y[block][:, columns], 0.0).sum(axis=1)
+            expected_special[block, k] = np.where(cells, base[:, columns], 0.0).sum(axis=1)
+        mu[block] = base
     # holiday and vacation factors per stream, shrunk towards the factor of the stream's family
     family = grid.family
-    # a vacation's days teach its factor even where a run was excluded (the run is the vacation)
-    usable = grid.span & (~exclude | vacation[None, :])
-    special = np.ones_like(base)
-    for day_kind in (holiday, quiet, vacation):  # three kinds of special day
-        cells = usable & day_kind
-        obs = np.where(cells, y, 0.0).sum(axis=1)
-        exp = np.where(cells, base, 0.0).sum(axis=1)
-        fam_obs = np.bincount(family, weights=obs, minlength=len(FAMILIES))
-        fam_exp = np.bincount(family, weights=exp, minlength=len(FAMILIES))
+    special = np.ones((n_streams, 3))
+    for k in range(3):
+        fam_obs = np.bincount(family, weights=observed_special[:, k], minlength=len(FAMILIES))
+        fam_exp = np.bincount(family, weights=expected_special[:, k], minlength=len(FAMILIES))
         fam_factor = np.clip(fam_obs / np.maximum(fam_exp, 1e-9), 0.0, 1.5)[family]
-        factor = (obs + special_prior_messages * fam_factor) / (exp + special_prior_messages)
-        special = np.where(day_kind[None, :], np.clip(factor, 0.0, 1.5)[:, None], special)
-    mu = np.where(grid.span, base * special, 0.0)
+        factor = (observed_special[:, k] + special_prior_messages * fam_factor) / (
+            expected_special[:, k] + special_prior_messages
+        )
+        special[:, k] = np.clip(factor, 0.0, 1.5)
+    if previous is not None and partial:
+        # the streams not fitted again keep the factors their mu was made with
+        special = np.where(refit[:, None], special, previous.special)
+
+    # mu; the moments for the dispersion; the business days' rate; the silence dispersion
+    if previous is not None and partial:
+        resid, scale = previous.resid.copy(), previous.scale.copy()
+        rate_business = previous.rate_business.copy()
+        effective_days = previous.effective_days.copy()
+        silence_dispersion = previous.silence_dispersion.copy()
+    else:
+        resid, scale = np.zeros(n_streams), np.zeros(n_streams)
+        rate_business, effective_days = np.zeros(n_streams), np.zeros(n_streams)
+        silence_dispersion = np.zeros(n_streams)
+    for block in blocks:
+        block_mu = mu[block]
+        for k, columns in enumerate(special_columns):
+            block_mu[:, columns] *= special[block, k][:, None]
+        block_mu[~span[block]] = 0.0
+        mu[block] = block_mu
+        fit_days = fit_days_of(block)
+        block_y = y[block]
+        resid[block] = np.where(fit_days, (block_y - block_mu) ** 2 - block_y, 0.0).sum(axis=1)
+        scale[block] = np.where(fit_days, block_mu**2, 0.0).sum(axis=1)
+        business = business_day[None, :] & span[block]
+        rate_business[block] = np.where(business, block_mu, 0.0).sum(axis=1) / np.maximum(
+            business.sum(axis=1), 1
+        )
+        # fitted on business days, where a silence's probability matters (weekend days have
+        # little mail)
+        silence_dispersion[block] = fit_silence_dispersion(
+            block_mu,
+            block_y > 0,
+            fit_days & business_day[None, :],
+            start=None if previous is None else previous.silence_dispersion[block],
+        )
+        # each silence (a day with mail followed by one without) is a place a run could start
+        starts = ((block_y[:, :-1] > 0) & (block_y[:, 1:] == 0) & span[block][:, 1:]).sum(axis=1)
+        effective_days[block] = starts + 1.0
 
     # dispersion by the method of moments on the fitted cells, shrunk towards the median stream
-    resid = np.where(fit_days, (y - mu) ** 2 - y, 0.0).sum(axis=1)
-    scale = np.where(fit_days, mu**2, 0.0).sum(axis=1)
     raw_phi = np.clip(resid / np.maximum(scale, 1e-9), 0.0, 5.0)
     typical = float(np.median(raw_phi)) if len(raw_phi) else 0.0
     phi = np.clip((resid + 25.0 * typical) / (scale + 25.0), 0.0, 5.0)
-
-    business = grid.days["is_business_day"].to_numpy()[None, :] & grid.span
-    rate_business = np.where(business, mu, 0.0).sum(axis=1) / np.maximum(business.sum(axis=1), 1)
-    # fitted on business days, where a silence's probability matters (weekend days have little mail)
-    business_day = grid.days["is_business_day"].to_numpy()[None, :]
-    silence_dispersion = fit_silence_dispersion(mu, y > 0, fit_days & business_day)
-    # each silence (a day with mail followed by one without) is a place a run could start
-    starts = ((y[:, :-1] > 0) & (y[:, 1:] == 0) & grid.span[:, 1:]).sum(axis=1)
-    effective_days = starts.astype(float) + 1.0
-    return StreamFit(mu=mu, phi=phi, rate_business=rate_business, effective_days=effective_days,
-                     silence_dispersion=silence_dispersion, level=np.where(grid.span, level, 0.0))
+    return StreamFit(
+        mu=mu,
+        phi=phi,
+        rate_business=rate_business,
+        effective_days=effective_days,
+        silence_dispersion=silence_dispersion,
+        profile=profile,
+        special=special,
+        pooled=pooled,
+        observed_special=observed_special,
+        expected_special=expected_special,
+        resid=resid,
+        scale=scale,
+    )
 
 
 def log_silence(mu: FloatArray, phi: FloatArray) -> FloatArray:
@@ -259,8 +530,14 @@ def log_silence(mu: FloatArray, phi: FloatArray) -> FloatArray:
 
 
 def fit_silence_dispersion(
-    mu: FloatArray, active: BoolArray, cells: BoolArray, *, iterations: int = 40,
+    mu: FloatArray,
+    active: BoolArray,
+    cells: BoolArray,
+    *,
+    iterations: int = 40,
     bounds: tuple[float, float] = (1e-3, 50.0),
+    tolerance: float = 1e-10,
+    start: FloatArray | None = None,
 ) -> FloatArray:
     """Per stream, the ``phi`` with which ``P(no mail on day d) = (1 + phi·mu)^(-1/phi)`` fits the
     days with mail.
@@ -271,24 +548,65 @@ def fit_silence_dispersion(
     ``Σ 1 - P(no mail) = A - sd(A) - 1/2`` over the fitted ``cells``, ``A`` the days with mail
     among them and ``sd(A)`` its binomial standard deviation: a standard deviation fewer active days
     than seen, so ``phi`` errs high and silences look, if anything, less improbable than they
-    are. Bisection in log phi, all streams at once.
+    are. The expected days with mail fall as ``phi`` rises, so the root is unique (clipped to
+    ``bounds``); it is found by Newton's method in ``log phi`` kept inside a bisection bracket, all
+    streams at once on the fitted cells only (gathered once into one flat array: the grid is
+    large and most of its cells are weekends, gaps or outside a timeline), so a handful of
+    passes over them replaces the forty of plain bisection. ``start`` (per stream; 1 if not
+    given) is where the search begins.
     """
+    n_streams = len(mu)
+    fitted = cells & (mu > 0)  # a cell without expected mail adds nothing to either side
     active_days = np.where(cells, active, False).sum(axis=1).astype(float)
-    n_days = np.where(cells & (mu > 0), True, False).sum(axis=1).astype(float)
+    n_days = fitted.sum(axis=1).astype(float)
     share = active_days / np.maximum(n_days, 1.0)
     spread = np.sqrt(n_days * share * (1 - share))  # binomial standard deviation of A
     target = np.maximum(active_days - spread - 0.5, 0.5 * active_days)
-    m = np.where(cells, mu, 0.0)
-    lo = np.full(len(mu), np.log(bounds[0]))
-    hi = np.full(len(mu), np.log(bounds[1]))
-    for _ in range(iterations):  # fixed bisection steps, every stream at once
-        mid = (lo + hi) / 2
-        p_active = -np.expm1(log_silence(m, np.exp(mid)[:, None]))
-        expected_active = np.where(cells, p_active, 0.0).sum(axis=1)
-        too_many = expected_active > target  # too many active days expected: raise phi
-        lo = np.where(too_many, mid, lo)
-        hi = np.where(too_many, hi, mid)
-    phi: FloatArray = np.exp((lo + hi) / 2)
+    m = mu[fitted]  # row-major: each stream's cells together
+    per_stream = fitted.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(per_stream)[:-1]])
+    nonempty = per_stream > 0
+
+    def by_stream(values: FloatArray) -> FloatArray:
+        out = np.zeros(n_streams)
+        if len(values):
+            out[nonempty] = np.add.reduceat(values, starts[nonempty])
+        return out
+
+    stream_of = np.repeat(np.arange(n_streams), per_stream)
+
+    def excess(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Expected minus target days with mail at ``phi = exp(x)``, and its slope in ``x``."""
+        phi = np.exp(x)[stream_of]
+        scaled = phi * m
+        grown = np.log1p(scaled) / phi  # ln(1 + phi·mu) / phi
+        silent = np.exp(-grown)
+        value = per_stream - by_stream(silent) - target
+        scaled += 1.0
+        np.divide(m, scaled, out=scaled)  # mu / (1 + phi·mu)
+        np.subtract(grown, scaled, out=grown)
+        slope = -by_stream(silent * grown)
+        return value, slope
+
+    low, high = np.log(bounds[0]), np.log(bounds[1])
+    lo, hi = np.full(n_streams, low), np.full(n_streams, high)
+    x = np.zeros(n_streams) if start is None else np.clip(np.log(start), low, high)
+    for _ in range(iterations):  # at most; Newton settles every stream in a few
+        value, slope = excess(x)
+        too_many = value > 0  # too many active days expected: the root lies above
+        lo = np.where(too_many, x, lo)
+        hi = np.where(too_many, hi, x)
+        newton = x - value / np.where(slope < 0, slope, -1e-300)
+        # a step beyond a bound not yet tried tries the bound (the root may lie beyond it)
+        newton = np.where((newton <= lo) & (lo == low) & (x > low), low, newton)
+        newton = np.where((newton >= hi) & (hi == high) & (x < high), high, newton)
+        inside = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
+        step = np.where(inside, newton, (lo + hi) / 2) - x
+        x = x + step
+        if np.all((np.abs(step) < tolerance) | (hi - lo < tolerance)):
+            break
+    # a stream without fitted cells expects no active day at any phi: the lower bound
+    phi: FloatArray = np.where(nonempty, np.exp(np.clip(x, low, high)), bounds[0])
     return phi
 
 
@@ -302,9 +620,7 @@ def runs_of(flags: BoolArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return start_r, start_c, end_c - 1  # nonzero scans row-major, so starts and ends pair up
 
 
-def _cusum_segments(
-    llr: FloatArray, threshold: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cusum_segments(llr: FloatArray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Page's CUSUM of ``llr`` along axis 1: (row, first, last) of each excursion above threshold.
 
     ``S_t = max(0, S_{t-1} + llr_t)`` equals the cumulative sum minus its running minimum (floored
@@ -316,49 +632,65 @@ def _cusum_segments(
     rows, firsts, lasts = runs_of(positive)
     if len(rows) == 0:
         return rows, firsts, lasts
-    # the peak of each excursion: argmax of score within [first, last]
+    # the peak of each excursion (its first highest day), for the excursions reaching threshold
     lengths = lasts - firsts + 1
-    run_id = np.repeat(np.arange(len(rows)), lengths)
-    cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cols = cols + np.repeat(firsts, lengths)
-    values = score[np.repeat(rows, lengths), cols]
-    order = np.lexsort((-values, run_id))  # per run, highest score first
-    first_of_run = np.concatenate([[True], run_id[order][1:] != run_id[order][:-1]])
-    peak_cols = cols[order][first_of_run]
-    peak_vals = values[order][first_of_run]
+    values = score[positive]  # row-major: each excursion's days together, in order
+    offsets = np.cumsum(lengths) - lengths
+    peak_vals = np.maximum.reduceat(values, offsets)
     keep = peak_vals >= threshold
-    return rows[keep], firsts[keep], peak_cols[keep]
+    if not keep.any():
+        return rows[keep], firsts[keep], lasts[keep]
+    at_peak = np.flatnonzero((values == np.repeat(peak_vals, lengths)) & np.repeat(keep, lengths))
+    run_id = np.repeat(np.arange(len(rows)), lengths)[at_peak]
+    first_at_peak = np.concatenate([[True], run_id[1:] != run_id[:-1]])
+    peak_cols = firsts[keep] + (at_peak[first_at_peak] - offsets[keep])
+    return rows[keep], firsts[keep], peak_cols
 
 
-def _cumulative(values: FloatArray) -> FloatArray:
-    return np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
-
-
-def find_candidates(grid: StreamGrid, fit: StreamFit, *, threshold: float,
-                    partial_ratio: float) -> pd.DataFrame:
+def find_candidates(
+    grid: StreamGrid,
+    fit: StreamFit,
+    *,
+    threshold: float,
+    partial_ratio: float,
+    rows: BoolArray | None = None,
+) -> pd.DataFrame:
     """Candidate low runs of every stream: ``stream, first_day, last_day, method``.
 
     Two scans: runs of days without mail (``method='zero'``, every tested stream), and
     CUSUM segments of the days with mail where the rate looks like ``partial_ratio`` of the
     expected (``method='sparse'``, the ``all`` streams and the mailbox's two directions), kept when
     their log likelihood ratio reaches ``ln(1/threshold)``. A run that touches its stream's first or
-    last day has only one flank and is no candidate.
+    last day has only one flank and is no candidate. With a mask of ``rows``, those streams only.
     """
     y, mu, span = grid.counts, fit.mu, grid.span
     family = grid.family
-    zero_rows, zero_first, zero_last = runs_of((y == 0) & span & grid.tested[:, None])
+    chosen = np.ones(len(y), dtype=bool) if rows is None else rows
+    zero_scan = np.flatnonzero(grid.tested & chosen)
+    zero_rows, zero_first, zero_last = runs_of((y[zero_scan] == 0) & span[zero_scan])
+    zero_rows = zero_scan[zero_rows]
     sparse_family = (family == FAMILIES.index("all")) | (
         grid.keys["contact_address"].eq(MAILBOX).to_numpy()
         & np.isin(family, [FAMILIES.index("incoming"), FAMILIES.index("outgoing")])
     )
     # the days with mail: Bernoulli with P(silent) at the expected rate against at a share of it
-    phi = fit.silence_dispersion[:, None]
-    log0, log1 = log_silence(mu, phi), log_silence(partial_ratio * mu, phi)
-    p0, p1 = -np.expm1(log0), -np.expm1(log1)
-    llr_active = np.log(np.maximum(p1, 1e-300) / np.maximum(p0, 1e-300))
-    llr = np.where(span & sparse_family[:, None] & (mu > 0),
-                   np.where(y > 0, llr_active, log1 - log0), 0.0)
-    sparse_rows, sparse_first, sparse_last = _cusum_segments(llr, np.log(1 / threshold))
+    # (on the rows of the sparse scan only, block by block)
+    scanned = np.flatnonzero(sparse_family & chosen)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for block in row_blocks(len(scanned), y.shape[1]):
+        rows = scanned[block]
+        mu_s = mu[rows]
+        phi = fit.silence_dispersion[rows, None]
+        log0, log1 = log_silence(mu_s, phi), log_silence(partial_ratio * mu_s, phi)
+        p0, p1 = -np.expm1(log0), -np.expm1(log1)
+        llr_active = np.log(np.maximum(p1, 1e-300) / np.maximum(p0, 1e-300))
+        llr = np.where(span[rows] & (mu_s > 0), np.where(y[rows] > 0, llr_active, log1 - log0), 0.0)
+        r, f, last = _cusum_segments(llr, np.log(1 / threshold))
+        found.append((rows[r], f, last))
+    sparse_rows, sparse_first, sparse_last = (
+        np.concatenate([part[i] for part in found]) if found else np.zeros(0, np.int64)
+        for i in range(3)
+    )
     cand = pd.DataFrame(
         {
             "stream": np.concatenate([zero_rows, sparse_rows]),
@@ -414,6 +746,7 @@ def evaluate_runs(
     alpha: float,
     threshold: float | None = None,
     exclude: BoolArray | None = None,
+    others: FloatArray | None = None,
     flank_days: int = 28,
     max_ratio: float = 0.5,
 ) -> pd.DataFrame:
@@ -424,8 +757,9 @@ def evaluate_runs(
     expected message left takes the other's ratio), so that a level change at a run's edge does
     not make a gap. ``probability`` is the chance of so few days with mail in the
     window: a day is silent with probability ``(1 + φ·scale·mu)^(-1/φ)`` independently of the
-    others (:func:`fit_silence_dispersion`), a silent run with their product, and a run with ``A``
-    days with mail the
+    others (:func:`fit_silence_dispersion`; in a contact's ``incoming`` or ``outgoing`` stream,
+    given the other direction's mail that day, :func:`log_silence_given`), a silent run with
+    their product, and a run with ``A`` days with mail the
     binomial ``P(X <= A)`` with the same mean (which errs on the cautious side: its tail is the
     heavier); either is mixed over the relative levels the flanks' days with mail leave possible
     (:func:`level_draws`), since the run's level is learnt from them and not known.
@@ -434,80 +768,202 @@ def evaluate_runs(
     ``significant`` when ``probability <= threshold`` and it holds at most ``max_ratio`` of the
     (flank-scaled) expected messages. Without a ``threshold``, it is the mailbox's
     Benjamini-Hochberg threshold at ``alpha`` over these runs (:func:`mailbox_threshold`); either
-    way it is returned in the column ``threshold``.
+    way it is returned in the column ``threshold``; ``others`` are the probabilities of the
+    mailbox's other runs that count in it (sparse enough, evaluated already: see
+    :func:`judge_runs`).
     """
-    y, mu, span = grid.counts, fit.mu, grid.span
+    y, span = grid.counts, grid.span
     exclude = np.zeros_like(span) if exclude is None else exclude
     s, a, b = (runs[c].to_numpy().astype(np.int64) for c in ("stream", "first_day", "last_day"))
-    cum_y, cum_mu = _cumulative(y), _cumulative(mu)
-    cum_active = _cumulative((y > 0).astype(float))
-    cum_days = _cumulative((span & (mu > 0)).astype(float))
-    usable = span & ~exclude
-    # mu without its level: what a day weighs (weekday, holiday, vacation) at level 1
-    shape = np.divide(mu, fit.level, out=np.zeros_like(mu), where=fit.level > 0)
-    cum_uy = _cumulative(np.where(usable, y, 0.0))
-    cum_ushape, cum_shape = _cumulative(np.where(usable, shape, 0.0)), _cumulative(shape)
     n = y.shape[1]
     left_lo, right_hi = np.maximum(a - flank_days, 0), np.minimum(b + 1 + flank_days, n)
+    totals = _run_totals(grid, fit, exclude, s, a, b, left_lo, right_hi)
+    expected, observed, run_shape = totals[:3]
+    left_obs, right_obs, left_evidence, right_evidence, left_shape, right_shape = totals[3:9]
+    weighted_expected = totals[9]
     # the model's level inside the run: a long gap drags the rolling level down around itself,
     # so the flanks' own rates say what the run should have held
-    run_level = (cum_mu[s, b + 1] - cum_mu[s, a]) / np.maximum(
-        cum_shape[s, b + 1] - cum_shape[s, a], 1e-12)
-
-    def flank_expected(lo: np.ndarray, hi: np.ndarray) -> FloatArray:
-        # the flank's messages expected at the run's level
-        out: FloatArray = (cum_ushape[s, hi] - cum_ushape[s, lo]) * run_level
-        return out
-
-    def ratio(lo: np.ndarray, hi: np.ndarray) -> FloatArray:
-        # observed over expected at the run's level, shrunk towards a cautious 0.5 by 4 expected
-        # messages: a flank with little evidence (a timeline's first weeks) cannot vouch for it
-        obs = cum_uy[s, hi] - cum_uy[s, lo]
-        return (obs + 2.0) / (flank_expected(lo, hi) + 4.0)  # type: ignore[no-any-return]
-
-    left, right = ratio(left_lo, a), ratio(b + 1, right_hi)
+    run_level = expected / np.maximum(run_shape, 1e-12)
+    # the flanks' messages expected at the run's level; their observed over expected, shrunk
+    # towards a cautious 0.5 by 4 expected messages: a flank with little evidence (a timeline's
+    # first weeks) cannot vouch for it
+    left_expected, right_expected = left_shape * run_level, right_shape * run_level
+    left = (left_obs + 2.0) / (left_expected + 4.0)
+    right = (right_obs + 2.0) / (right_expected + 4.0)
     # a flank left out altogether (another gap, an archive-wide silence) says nothing
-    left_known = flank_expected(left_lo, a) >= 1.0
-    right_known = flank_expected(b + 1, right_hi) >= 1.0
+    left_known, right_known = left_expected >= 1.0, right_expected >= 1.0
     left = np.where(left_known, left, np.where(right_known, right, left))
     right = np.where(right_known, right, left)
     # what the flanks know of the run's level: their days with mail
-    cum_flank = _cumulative((usable & (y > 0)).astype(float))
-    evidence = (cum_flank[s, a] - cum_flank[s, left_lo]) + (cum_flank[s, right_hi]
-                                                            - cum_flank[s, b + 1])
-    expected = cum_mu[s, b + 1] - cum_mu[s, a]
-    observed = cum_y[s, b + 1] - cum_y[s, a]
+    evidence = left_evidence + right_evidence
     scale = np.minimum(left, right)
     expected_test = expected * scale
-    probability = _active_day_probability(grid, fit, s, a, b, scale, evidence, cum_active,
-                                          cum_days)
-    p = np.minimum(probability, 1 - 1e-16)
-    anywhere = -np.expm1(fit.effective_days[s] * np.log1p(-p))
     cum_business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
     business_days = cum_business[b + 1] - cum_business[a]
     sparse_enough = observed <= max_ratio * expected_test
+    # Most runs are the short silences between days with mail, far too likely to matter. A
+    # run's probability is at least that of no mail at all at the highest level it is mixed over,
+    # and a silent day's probability at least exp(-mu) (ln(1 + φ·mu)/φ <= mu), so it is at
+    # least this bound. The Benjamini-Hochberg threshold of the bounds is at least that of the
+    # probabilities (each bound is at most its probability), and no use is made of a probability
+    # above the square root of the threshold: a run whose bound exceeds the square root of the
+    # bounds' threshold keeps the bound and is spared the exact computation.
+    distinct, index = np.unique(np.maximum(evidence, 0.0), return_inverse=True)
+    index = index.reshape(-1)
+    levels, _ = level_draws(distinct)  # one row per distinct count of days with mail
+    weight = np.diff(LEVEL_BIN_EDGES)  # the bins' probabilities, the same for every run
+    bound = (
+        weight.sum() * np.exp(-levels[index, -1] * weighted_expected * scale)
+        if len(s)
+        else evidence
+    )
+    others = np.zeros(0) if others is None else others
+    places = max(float(fit.effective_days[grid.tested].sum()), 1.0)
     if threshold is None:
-        places = fit.effective_days[grid.tested].sum()
-        threshold = mailbox_threshold(probability[sparse_enough], places, alpha)
-    floor = floor_business_days(fit.rate_business[s], fit.silence_dispersion[s], threshold)
-    return runs.assign(
+        cutoff = np.sqrt(
+            mailbox_threshold(np.concatenate([bound[sparse_enough], others]), places, alpha)
+        )
+    else:
+        cutoff = np.sqrt(min(threshold, 1.0))
+    exact = np.flatnonzero(bound <= cutoff)
+    probability = bound.copy()
+    probability[exact] = _active_day_probability(
+        grid,
+        fit,
+        s[exact],
+        a[exact],
+        b[exact],
+        scale[exact],
+        levels[index[exact]],
+        np.broadcast_to(weight, (len(exact), len(weight))),
+    )
+    p = np.minimum(probability, 1 - 1e-16)
+    anywhere = -np.expm1(fit.effective_days[s] * np.log1p(-p))
+    if threshold is None:
+        threshold = mailbox_threshold(
+            np.concatenate([probability[sparse_enough], others]), places, alpha
+        )
+    evaluated = runs.assign(
         expected_messages=expected * (left + right) / 2,
         expected_test=expected_test,
         observed_messages=observed,
         probability=probability,
         probability_anywhere=anywhere,
         business_days=business_days,
-        floor_business_days=floor,
-        threshold=threshold,
-        significant=(probability <= threshold) & sparse_enough & (business_days > 0),
     )
+    return judge_runs(fit, evaluated, threshold, max_ratio=max_ratio)
+
+
+def judge_runs(
+    fit: StreamFit, runs: pd.DataFrame, threshold: float, *, max_ratio: float = 0.5
+) -> pd.DataFrame:
+    """Set the ``threshold``, ``floor_business_days`` and ``significant`` columns of evaluated
+    runs (see :func:`evaluate_runs`) for the mailbox's threshold."""
+    s = runs["stream"].to_numpy().astype(np.int64)
+    sparse_enough = (
+        runs["observed_messages"].to_numpy() <= max_ratio * runs["expected_test"].to_numpy()
+    )
+    probability = runs["probability"].to_numpy()
+    return runs.assign(
+        floor_business_days=floor_business_days(
+            fit.rate_business[s], fit.silence_dispersion[s], threshold
+        ),
+        threshold=threshold,
+        significant=(probability <= threshold)
+        & sparse_enough
+        & (runs["business_days"].to_numpy() > 0),
+    )
+
+
+def _run_totals(
+    grid: StreamGrid,
+    fit: StreamFit,
+    exclude: BoolArray,
+    s: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    left_lo: np.ndarray,
+    right_hi: np.ndarray,
+) -> FloatArray:
+    """Sums over each run (``a..b`` of stream ``s``) and its flanks (``left_lo..a-1``,
+    ``b+1..right_hi-1``), one row each: expected and observed mail and the level-free weight
+    (:meth:`StreamFit.shape`) of the run; then the observed mail, the days with mail and the
+    weight of the left and right flanks, on their cells not ``exclude``d; last, the run's expected mail weighted by ``1 + φ·n`` (``n`` the other
+    direction's mail that day, see :func:`log_silence_given`), which bounds its silence's
+    probability. Block by block of streams (:func:`row_blocks`), from cumulative sums."""
+    y, mu, span = grid.counts, fit.mu, grid.span
+    counterpart = grid.counterpart
+    out = np.zeros((10, len(s)))
+    order = np.argsort(s, kind="stable")
+    blocks = row_blocks(len(y), y.shape[1])
+    edges = np.searchsorted(s[order], [block.start for block in blocks] + [len(y)])
+    run_window = (a, b + 1)
+    flanks = [(left_lo, a), (b + 1, right_hi)]
+    for i, rows in enumerate(blocks):
+        chosen = order[edges[i] : edges[i + 1]]
+        if len(chosen) == 0:
+            continue
+        local = s[chosen] - rows.start
+        run = [(lo[chosen], hi[chosen]) for lo, hi in [run_window]]
+        flank = [(lo[chosen], hi[chosen]) for lo, hi in flanks]
+        block_y, block_mu, block_span = y[rows], mu[rows], span[rows]
+        usable = block_span & ~exclude[rows]
+        shape = fit.shape(grid.days, rows, block_span)
+        sums = [
+            *_window_totals(block_mu, local, run),
+            *_window_totals(block_y, local, run),
+            *_window_totals(shape, local, run),
+            *_window_totals(np.where(usable, block_y, 0), local, flank),
+            *_window_totals(usable & (block_y > 0), local, flank),
+            *_window_totals(np.where(usable, shape, 0.0), local, flank),
+            *_window_totals(
+                block_mu
+                * (
+                    1.0
+                    + fit.silence_dispersion[rows, None]
+                    * np.where(counterpart[rows, None] >= 0, y[np.maximum(counterpart[rows], 0)], 0)
+                ),
+                local,
+                run,
+            ),
+        ]
+        out[:, chosen] = np.stack(sums)
+    return out
+
+
+def _window_totals(
+    values: np.ndarray, rows: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]]
+) -> list[FloatArray]:
+    """Sums of ``values[rows]`` over each window's columns ``lo..hi-1``, from one prefix sum
+    (:func:`prefix_sums`)."""
+    cum, unit = prefix_sums(values)
+    return [(cum[rows, hi] - cum[rows, lo]) * unit for lo, hi in windows]
 
 
 # Bins of the relative level's distribution, finest in its lower tail (where a silence is
 # likeliest); each bin is represented by its lower edge, so the mixture is an upper bound (short,
 # at most, of the 1e-12 below the first edge).
-LEVEL_BIN_EDGES = np.array([1e-12, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1,
-                            0.2, 0.35, 0.5, 0.7, 1.0])
+LEVEL_BIN_EDGES = np.array(
+    [
+        1e-12,
+        1e-9,
+        1e-8,
+        1e-7,
+        1e-6,
+        1e-5,
+        1e-4,
+        1e-3,
+        3e-3,
+        0.01,
+        0.03,
+        0.1,
+        0.2,
+        0.35,
+        0.5,
+        0.7,
+        1.0,
+    ]
+)
 
 
 def level_draws(evidence: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -521,8 +977,9 @@ def level_draws(evidence: FloatArray) -> tuple[FloatArray, FloatArray]:
     bounds the run's probability from above (the probability falls as the level rises).
     """
     # evidence is a count of days: the quantiles of each distinct count, computed once
-    distinct, index = np.unique(np.maximum(np.asarray(evidence, dtype=float), 0.0),
-                                return_inverse=True)
+    distinct, index = np.unique(
+        np.maximum(np.asarray(evidence, dtype=float), 0.0), return_inverse=True
+    )
     shape = distinct[:, None] + 1.0
     lower = LEVEL_BIN_EDGES[:-1][None, :]
     level: FloatArray = (stats.gamma.ppf(lower, shape) / shape)[index.reshape(-1)]
@@ -531,24 +988,41 @@ def level_draws(evidence: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 def _active_day_probability(
-    grid: StreamGrid, fit: StreamFit, s: np.ndarray, a: np.ndarray, b: np.ndarray,
-    scale: FloatArray, evidence: FloatArray, cum_active: FloatArray, cum_days: FloatArray,
+    grid: StreamGrid,
+    fit: StreamFit,
+    s: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    scale: FloatArray,
+    level: FloatArray,
+    weight: FloatArray,
 ) -> FloatArray:
-    """P(at most the observed number of days with mail in ``a..b``) for each run (see above),
-    mixed over the levels of :func:`level_draws`."""
-    active = cum_active[s, b + 1] - cum_active[s, a]
-    days = np.maximum(cum_days[s, b + 1] - cum_days[s, a], 1.0)
+    """P(at most the observed number of days with mail in ``a..b``) for each run (see
+    :func:`evaluate_runs`), mixed over the levels of :func:`level_draws`; a day's silence is
+    that of :func:`log_silence_given` the other direction's mail that day."""
+    counts = grid.counts
     # the runs' own days, gathered flat (a run's scale differs from its neighbours')
     lengths = (b - a + 1).astype(np.int64)
     run_id = np.repeat(np.arange(len(s)), lengths)
     cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = cols + np.repeat(a, lengths)
-    mu_cells = fit.mu[np.repeat(s, lengths), cols] * scale[run_id]
+    cell_rows = np.repeat(s, lengths)
+    mu_cells = fit.mu[cell_rows, cols]
+    # days with mail, and days on which mail was expected (the binomial's trials)
+    active = np.bincount(run_id, weights=counts[cell_rows, cols] > 0, minlength=len(s))
+    days = np.maximum(np.bincount(run_id, weights=mu_cells > 0, minlength=len(s)), 1.0)
+    mu_cells *= scale[run_id]
     phi_cells = fit.silence_dispersion[s][run_id]
-    level, weight = level_draws(evidence)
+    # the other direction's mail and expected mail on each day (none for other streams)
+    other = grid.counterpart[cell_rows]
+    has_other = other >= 0
+    other_rows = np.maximum(other, 0)
+    other_count = np.where(has_other, counts[other_rows, cols], 0).astype(float)
+    other_mu = np.where(has_other, fit.mu[other_rows, cols], 0.0) * scale[run_id]
     out = np.zeros(len(s))
     for j in range(level.shape[1]):  # a fixed number of level bins, every run and day at once
-        log0 = log_silence(mu_cells * level[run_id, j], phi_cells)
+        at_level = level[run_id, j]
+        log0 = log_silence_given(mu_cells * at_level, phi_cells, other_mu * at_level, other_count)
         expected_active = np.bincount(run_id, weights=-np.expm1(log0), minlength=len(s))
         silent = np.exp(np.bincount(run_id, weights=log0, minlength=len(s)))  # exact, no mail
         mean_p = np.clip(expected_active / days, 0.0, 1.0)
@@ -556,6 +1030,26 @@ def _active_day_probability(
         out += weight[:, j] * np.where(active <= 0, silent, np.maximum(binomial, silent))
     result: FloatArray = np.minimum(out, 1.0)
     return result
+
+
+def log_silence_given(
+    mu: FloatArray, phi: FloatArray, other_mu: FloatArray, other_count: FloatArray
+) -> FloatArray:
+    """``ln P(no mail)`` in one direction on a day with ``mu`` expected messages, given that the
+    other direction had ``other_count`` messages where ``other_mu`` were expected.
+
+    The two directions of a conversation come in the same bursts: the day's burst is one gamma
+    factor ``G`` (shape ``k = 1/phi``, mean 1) of both directions' Poisson rates, which gives each
+    direction's zero of :func:`log_silence`. Given the other direction's ``n`` messages, ``G`` is
+    ``Gamma(k + n, rate k + other_mu)``, so ``P(no mail) = (1 + mu/(k + other_mu))^-(k + n)``:
+    a silence is likelier on a quiet day of the other direction and far less likely on a busy
+    one, which is how the owner's lost sent mail shows while the contact's mail goes on (and the
+    contact's lost mail while the owner's goes on). ``other_count = other_mu = 0`` is
+    :func:`log_silence` itself.
+    """
+    k = 1.0 / np.maximum(phi, 1e-6)
+    out: FloatArray = -(k + other_count) * np.log1p(mu / (k + other_mu))
+    return out
 
 
 def cells_of(runs: pd.DataFrame, shape: tuple[int, int]) -> BoolArray:

@@ -13,6 +13,10 @@ public holidays of a country, organisation-wide quiet periods and the owner's va
 or inferred: the owner's mail stops while received mail goes on, often with auto-replies). A run's
 expected mail comes from the mail on either side of it (the lower of the two rates), and since that
 mail tells the rate only so well, the run's probability is mixed over the rates it leaves possible.
+In one direction of a contact's mail, a day's silence is judged given the other direction's mail
+that day: the two come in the same bursts (a conversation), so the owner's sent mail missing
+while the contact's mail goes on (or the reverse) is far less likely than the same silence on
+quiet days.
 A gap is reported only when its probability is below the mailbox's threshold: ``alpha`` shared out
 over every place a silence could start in every contact's timeline (Benjamini-Hochberg), so that
 the expected share of chance silences among the gaps reported stays below ``alpha``.
@@ -32,6 +36,7 @@ from pstlib.analytics._gap_rules import (
     classify_clusters,
     drop_inside,
     infer_vacations,
+    trim_off,
     trim_to_business_days,
     trim_vacations,
 )
@@ -45,6 +50,7 @@ from pstlib.analytics._timeline_model import (
     find_candidates,
     fit_streams,
     floor_business_days,
+    judge_runs,
 )
 
 __all__ = [
@@ -77,9 +83,21 @@ GAP_SEVERITY_THRESHOLDS: dict[str, float] = {
 """Lower bound of expected messages missed (``missed_messages``) for each severity."""
 
 GAP_COLUMNS = [
-    "contact_address", "start", "end", "calendar_days", "business_days", "expected_messages",
-    "observed_messages", "missed_messages", "probability", "probability_anywhere",
-    "floor_business_days", "severity", "kind", "folder_path", "suggested_action",
+    "contact_address",
+    "start",
+    "end",
+    "calendar_days",
+    "business_days",
+    "expected_messages",
+    "observed_messages",
+    "missed_messages",
+    "probability",
+    "probability_anywhere",
+    "floor_business_days",
+    "severity",
+    "kind",
+    "folder_path",
+    "suggested_action",
 ]
 SUGGESTED_ACTIONS = {
     "archive_wide": "No mail at all for anyone in this period: look for a missing archive file "
@@ -110,30 +128,43 @@ def contact_events(
     out. Returns ``message_row_id, contact_address, sent_at_utc, direction, folder_path`` and
     ``source_id``, ``auto_submitted`` where given.
     """
-    require_columns("contact_events", messages,
-                    ["message_row_id", "sender_address", "sent_at_utc", "folder_path"])
+    require_columns(
+        "contact_events",
+        messages,
+        ["message_row_id", "sender_address", "sent_at_utc", "folder_path"],
+    )
     require_columns("contact_events", recipients, ["message_row_id", "address"])
     owner = owner_address.strip().lower()
     optional = [c for c in ("source_id", "auto_submitted") if c in messages.columns]
-    dated = messages.loc[messages["sent_at_utc"].notna(),
-                         ["message_row_id", "sender_address", "sent_at_utc", "folder_path",
-                          *optional]].assign(
+    dated = messages.loc[
+        messages["sent_at_utc"].notna(),
+        ["message_row_id", "sender_address", "sent_at_utc", "folder_path", *optional],
+    ].assign(
         sent_at_utc=lambda f: pd.to_datetime(f["sent_at_utc"], utc=True),
         sender_address=lambda f: f["sender_address"].astype("string").str.strip().str.lower(),
     )
     outgoing = dated["sender_address"].eq(owner).fillna(False)
-    received = dated[~outgoing].assign(contact_address=lambda f: f["sender_address"],
-                                       direction="incoming")
+    received = dated[~outgoing].assign(
+        contact_address=lambda f: f["sender_address"], direction="incoming"
+    )
     sent = (
         dated[outgoing]
         .merge(recipients[["message_row_id", "address"]], on="message_row_id")
-        .assign(contact_address=lambda f: f["address"].astype("string").str.strip().str.lower(),
-                direction="outgoing")
+        .assign(
+            contact_address=lambda f: f["address"].astype("string").str.strip().str.lower(),
+            direction="outgoing",
+        )
         .query("contact_address != @owner")
         .drop_duplicates(["message_row_id", "contact_address"])
     )
-    columns = ["message_row_id", "contact_address", "sent_at_utc", "direction", "folder_path",
-               *optional]
+    columns = [
+        "message_row_id",
+        "contact_address",
+        "sent_at_utc",
+        "direction",
+        "folder_path",
+        *optional,
+    ]
     return (
         pd.concat([received[columns], sent[columns]], ignore_index=True)
         .dropna(subset=["contact_address"])
@@ -156,8 +187,10 @@ def coverage_by_contact(events: pd.DataFrame, *, timezone: str = "UTC") -> pd.Da
     mailbox = frame.drop_duplicates("message_key").assign(contact_address=MAILBOX)
     table = (
         pd.concat([frame, mailbox], ignore_index=True)
-        .assign(incoming=lambda f: f["direction"].eq("incoming"),
-                outgoing=lambda f: f["direction"].eq("outgoing"))
+        .assign(
+            incoming=lambda f: f["direction"].eq("incoming"),
+            outgoing=lambda f: f["direction"].eq("outgoing"),
+        )
         .groupby("contact_address")
         .agg(
             first_sent_at_utc=("sent_at_utc", "min"),
@@ -199,16 +232,65 @@ def _analyse(
     timezone: str,
     min_messages: int,
 ) -> _Analysis:
-    """Fit, scan, infer vacations, and fit and scan again without the gaps found."""
+    """Fit, scan, infer vacations, and fit and scan again without the gaps found (the last time
+    only the streams whose excluded cells changed: see :func:`fit_streams`)."""
     require_columns("timeline analysis", events, EVENT_COLUMNS)
-    grid = build_grid(events, timezone=timezone, country=country, quiet_periods=quiet_periods,
-                      vacations=vacations, min_messages=min_messages)
+    grid = build_grid(
+        events,
+        timezone=timezone,
+        country=country,
+        quiet_periods=quiet_periods,
+        vacations=vacations,
+        min_messages=min_messages,
+    )
 
-    def one_pass(exclude: np.ndarray) -> tuple[StreamFit, pd.DataFrame]:
-        fit = fit_streams(grid, exclude)
+    def one_pass(
+        exclude: np.ndarray, previous: StreamFit | None = None
+    ) -> tuple[StreamFit, pd.DataFrame]:
+        fit = fit_streams(grid, exclude, previous=previous)
         places = fit.effective_days[grid.tested].sum()
         runs = find_candidates(grid, fit, threshold=alpha / places, partial_ratio=0.25)
         return fit, evaluate_runs(grid, fit, runs, alpha=alpha, exclude=exclude)
+
+    def refit(
+        exclude: np.ndarray, changed: np.ndarray, previous: StreamFit, runs: pd.DataFrame
+    ) -> tuple[StreamFit, pd.DataFrame]:
+        # only the streams whose excluded cells changed are fitted and scanned again; the
+        # others' runs stand, judged again at the mailbox's new threshold
+        fit = fit_streams(grid, exclude, previous=previous, rows=changed)
+        places = fit.effective_days[grid.tested].sum()
+        fresh = find_candidates(
+            grid, fit, threshold=alpha / places, partial_ratio=0.25, rows=changed
+        )
+        kept = runs[~changed[runs["stream"].to_numpy()]]
+        counted = kept["observed_messages"] <= 0.5 * kept["expected_test"]
+        fresh = evaluate_runs(
+            grid,
+            fit,
+            fresh,
+            alpha=alpha,
+            exclude=exclude,
+            others=kept.loc[counted, "probability"].to_numpy(),
+        )
+        kept = judge_runs(
+            fit,
+            kept,
+            float(fresh["threshold"].iloc[0])
+            if len(fresh)
+            else float(kept["threshold"].iloc[0])
+            if len(kept)
+            else alpha,
+        )
+        every = pd.concat([kept, fresh], ignore_index=True)
+        # in the order a whole scan gives: silent runs, then sparse ones, each by stream and day
+        order = np.lexsort(
+            (
+                every["first_day"].to_numpy(),
+                every["stream"].to_numpy(),
+                every["method"].ne("zero").to_numpy(),
+            )
+        )
+        return fit, every.iloc[order].reset_index(drop=True)
 
     nothing = np.zeros_like(grid.span)
     fit, runs = one_pass(nothing)
@@ -217,9 +299,16 @@ def _analyse(
     every = pd.concat([declared, inferred], ignore_index=True)
     if not inferred.empty:  # the vacations become special days of the model
         days = grid.days
-        grid = replace(grid, days=day_table(days["date"].iloc[0], days["date"].iloc[-1],
-                                            country=country, quiet_periods=quiet_periods,
-                                            vacations=every[["start", "end"]]))
+        grid = replace(
+            grid,
+            days=day_table(
+                days["date"].iloc[0],
+                days["date"].iloc[-1],
+                country=country,
+                quiet_periods=quiet_periods,
+                vacations=every[["start", "end"]],
+            ),
+        )
         vacation_days = grid.days["is_vacation"].to_numpy()
         runs = runs[~_overlaps_days(runs, vacation_days) | ~runs["significant"]]
     # A long gap drags the rolling level down around itself and so hides; refit first without
@@ -228,12 +317,18 @@ def _analyse(
     # silences count in the final level and silence factor as they should.
     # Days on which the whole mailbox went silent (an archive-wide gap) teach no stream anything.
     suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
-    for keep in ("suspicious", "significant"):  # two refits
-        chosen = suspicious if keep == "suspicious" else runs["significant"].to_numpy()
-        exclude = cells_of(runs[chosen & (runs["observed_messages"] <= 0.5 * runs["expected_test"])
-                                | runs["significant"].to_numpy()], grid.span.shape)
-        fit, runs = one_pass(exclude | _mailbox_silence(grid, runs)[None, :])
-        suspicious = runs["probability"].to_numpy() <= np.sqrt(runs["threshold"].to_numpy())
+    halved = (runs["observed_messages"] <= 0.5 * runs["expected_test"]).to_numpy()
+    exclude = (
+        cells_of(runs[suspicious & halved | runs["significant"].to_numpy()], grid.span.shape)
+        | _mailbox_silence(grid, runs)[None, :]
+    )
+    fit, runs = one_pass(exclude, fit)
+    # the second refit changes the excluded cells of few streams: only they are fitted again
+    last_exclude = exclude
+    exclude = (
+        cells_of(runs[runs["significant"]], grid.span.shape) | _mailbox_silence(grid, runs)[None, :]
+    )
+    fit, runs = refit(exclude, (exclude != last_exclude).any(axis=1), fit, runs)
     threshold = float(runs["threshold"].iloc[0]) if len(runs) else alpha / fit.effective_days.sum()
     return _Analysis(grid=grid, fit=fit, runs=runs, vacations=every, threshold=threshold)
 
@@ -242,8 +337,11 @@ def _mailbox_silence(grid: StreamGrid, runs: pd.DataFrame) -> np.ndarray:
     """The days of the significant silent runs of the mailbox's ``all`` stream."""
     keys = grid.keys
     mailbox_all = (keys["contact_address"].eq(MAILBOX) & keys["stream"].eq("all")).to_numpy()
-    silent = runs[runs["significant"].to_numpy() & runs["method"].eq("zero").to_numpy()
-                  & mailbox_all[runs["stream"].to_numpy()]]
+    silent = runs[
+        runs["significant"].to_numpy()
+        & runs["method"].eq("zero").to_numpy()
+        & mailbox_all[runs["stream"].to_numpy()]
+    ]
     days: np.ndarray = cells_of(silent.assign(stream=0), (1, len(grid.days)))[0]
     return days
 
@@ -262,7 +360,8 @@ def _drop_blurred(grid: StreamGrid, runs: pd.DataFrame) -> pd.DataFrame:
     family = keys["stream"].to_numpy()[stream]
     on_mailbox = keys["contact_address"].eq(MAILBOX).to_numpy()[stream]
     silent = runs["method"].eq("zero").to_numpy() & (
-        (family == "all") | (~on_mailbox & np.isin(family, ["incoming", "outgoing"])))
+        (family == "all") | (~on_mailbox & np.isin(family, ["incoming", "outgoing"]))
+    )
     per_contact = runs[silent].assign(stream=code[stream[silent]])
     mask = cells_of(per_contact, (int(code.max()) + 1 if len(code) else 0, len(grid.days)))
     cum = np.concatenate([np.zeros((len(mask), 1)), np.cumsum(mask, axis=1)], axis=1)
@@ -305,16 +404,23 @@ def expected_daily_volume(
     """The model's expected messages per contact, direction and day, beside the observed.
 
     Needs ``contact_address, sent_at_utc, direction, folder_path`` (optional ``auto_submitted``,
-    ``message_row_id``, ``source_id``). ``vacations`` and ``quiet_periods`` are DataFrames of
+    ``message_row_id``). ``vacations`` and ``quiet_periods`` are DataFrames of
     inclusive ``start``, ``end`` dates. Returns one row per modelled contact (and ``"*"``), stream
     (``all``, ``incoming``, ``outgoing``: the owner's mail without auto-replies) and day of the
     contact's timeline: ``contact_address, stream, date, observed_messages, expected_messages,
     is_business_day, is_holiday, is_quiet, is_vacation``. Contacts with fewer than ``min_messages``
     messages are not modelled.
     """
-    analysis = _analyse(events, alpha=alpha, country=country, vacations=vacations,
-                        quiet_periods=quiet_periods, infer=infer, timezone=timezone,
-                        min_messages=min_messages)
+    analysis = _analyse(
+        events,
+        alpha=alpha,
+        country=country,
+        vacations=vacations,
+        quiet_periods=quiet_periods,
+        infer=infer,
+        timezone=timezone,
+        min_messages=min_messages,
+    )
     grid, fit = analysis.grid, analysis.fit
     shown = grid.keys["stream"].isin(["all", "incoming", "outgoing"]).to_numpy()
     rows, days = np.nonzero(grid.span & shown[:, None])
@@ -325,10 +431,21 @@ def expected_daily_volume(
             day_flags.iloc[days].reset_index(drop=True),
         ],
         axis=1,
-    ).assign(observed_messages=grid.counts[rows, days].astype(np.int64),
-             expected_messages=fit.mu[rows, days])[
-        ["contact_address", "stream", "date", "observed_messages", "expected_messages",
-         "is_business_day", "is_holiday", "is_quiet", "is_vacation"]
+    ).assign(
+        observed_messages=grid.counts[rows, days].astype(np.int64),
+        expected_messages=fit.mu[rows, days],
+    )[
+        [
+            "contact_address",
+            "stream",
+            "date",
+            "observed_messages",
+            "expected_messages",
+            "is_business_day",
+            "is_holiday",
+            "is_quiet",
+            "is_vacation",
+        ]
     ]
 
 
@@ -355,9 +472,16 @@ def detect_vacations(
     sent_expected, sent_observed, received_ratio, auto_replies, evidence`` (``declared`` rows carry
     only their dates).
     """
-    analysis = _analyse(events, alpha=alpha, country=country, vacations=vacations,
-                        quiet_periods=quiet_periods, infer=True, timezone=timezone,
-                        min_messages=min_messages)
+    analysis = _analyse(
+        events,
+        alpha=alpha,
+        country=country,
+        vacations=vacations,
+        quiet_periods=quiet_periods,
+        infer=True,
+        timezone=timezone,
+        min_messages=min_messages,
+    )
     return analysis.vacations.reset_index(drop=True)
 
 
@@ -375,7 +499,8 @@ def detect_gaps(
     """Gaps in each contact's timeline (and the mailbox's), most improbable first.
 
     Needs ``contact_address, sent_at_utc, direction, folder_path`` (optional ``auto_submitted`` for
-    vacation evidence, ``message_row_id`` to count a message once in the mailbox, ``source_id``).
+    vacation evidence, ``message_row_id`` to count a message once in the mailbox; a source's
+    gap is found as the gaps of the contacts whose mail it held: see :func:`recommend_sources`).
     ``vacations`` / ``quiet_periods``: DataFrames of inclusive ``start``, ``end`` dates;
     ``country``:
     an ISO code (``"US"``, ``"DE-BY"``) whose public holidays the model knows. Inferred vacations
@@ -392,12 +517,20 @@ def detect_gaps(
     :data:`GAP_KINDS`: ``full`` nothing came through, ``partial`` some did, ``sent_only`` /
     ``received_only`` one direction stopped while the other went on, ``folder`` one folder's mail
     stopped, ``archive_wide`` nobody's mail came through: the mailbox row ``"*"`` holds the gap and
-    each affected contact's row its share, reported without a test of its own);
+    each affected contact's row its share, reported without a test of its own; a contact's own
+    gap that runs into an archive-wide one ends where that begins);
     ``folder_path`` (for folder gaps) and ``suggested_action``.
     """
-    analysis = _analyse(events, alpha=alpha, country=country, vacations=vacations,
-                        quiet_periods=quiet_periods, infer=infer_vacations, timezone=timezone,
-                        min_messages=min_messages)
+    analysis = _analyse(
+        events,
+        alpha=alpha,
+        country=country,
+        vacations=vacations,
+        quiet_periods=quiet_periods,
+        infer=infer_vacations,
+        timezone=timezone,
+        min_messages=min_messages,
+    )
     grid, fit = analysis.grid, analysis.fit
     significant = analysis.runs[analysis.runs["significant"]]
     on_mailbox = grid.keys["contact_address"].eq(MAILBOX).to_numpy()
@@ -410,27 +543,46 @@ def detect_gaps(
     # windows classify_clusters tests again
     silence = _mailbox_silence(grid, significant)
     exclude = cells_of(significant, grid.span.shape) | silence[None, :]
-    mailbox = classify_clusters(grid, fit, significant[on_mailbox[significant["stream"]]],
-                                alpha=alpha, threshold=threshold, exclude=exclude)
+    mailbox = classify_clusters(
+        grid,
+        fit,
+        significant[on_mailbox[significant["stream"]]],
+        alpha=alpha,
+        threshold=threshold,
+        exclude=exclude,
+    )
     archive = mailbox[mailbox["kind"].eq("archive_wide")]
     # a contact's run inside an archive-wide gap is that gap's share, reported by attribution
     # below; a run reaching beyond it is tested on its other days only (the contact's mail on the
     # archive gap's days is lost with everyone's and tells nothing of the contact's own gap)
     archive_days = cells_of(archive.assign(stream=0), (1, len(grid.days)))[0]
-    contact_runs = drop_inside(significant[~on_mailbox[significant["stream"]]], archive_days,
-                               ~on_mailbox)
+    contact_runs = drop_inside(
+        significant[~on_mailbox[significant["stream"]]], archive_days, ~on_mailbox
+    )
+    # and ends where the archive gap begins (its days are the archive gap's, reported once)
+    contact_runs = trim_off(contact_runs, archive_days, ~on_mailbox)
     exclude |= archive_days[None, :]
-    contact_fit = replace(fit, mu=np.where(archive_days[None, :] & ~on_mailbox[:, None], 0.0,
-                                           fit.mu))
-    own = pd.concat([mailbox, classify_clusters(grid, contact_fit, contact_runs, alpha=alpha,
-                                                threshold=threshold, exclude=exclude)],
-                    ignore_index=True)
+    contact_fit = replace(
+        fit, mu=np.where(archive_days[None, :] & ~on_mailbox[:, None], 0.0, fit.mu)
+    )
+    own = pd.concat(
+        [
+            mailbox,
+            classify_clusters(
+                grid, contact_fit, contact_runs, alpha=alpha, threshold=threshold, exclude=exclude
+            ),
+        ],
+        ignore_index=True,
+    )
     shares = attribute_archive_gaps(grid, fit, archive).assign(
         kind="archive_wide", folder_path="", probability=np.nan, probability_anywhere=np.nan
     )
     share_rows = shares["stream"].to_numpy()
-    shares = shares.assign(floor_business_days=floor_business_days(
-        fit.rate_business[share_rows], fit.silence_dispersion[share_rows], threshold))
+    shares = shares.assign(
+        floor_business_days=floor_business_days(
+            fit.rate_business[share_rows], fit.silence_dispersion[share_rows], threshold
+        )
+    )
     gaps = pd.concat([own, shares], ignore_index=True)
     return _gap_table(grid, gaps)
 
@@ -438,13 +590,20 @@ def detect_gaps(
 def _gap_table(grid: StreamGrid, gaps: pd.DataFrame) -> pd.DataFrame:
     if gaps.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in GAP_COLUMNS})
-    first, last = trim_to_business_days(grid, gaps["first_day"].to_numpy().astype(np.int64),
-                                        gaps["last_day"].to_numpy().astype(np.int64))
+    first, last = trim_to_business_days(
+        grid,
+        gaps["first_day"].to_numpy().astype(np.int64),
+        gaps["last_day"].to_numpy().astype(np.int64),
+    )
     dates = grid.days["date"].to_numpy()
     business = np.concatenate([[0], np.cumsum(grid.days["is_business_day"].to_numpy())])
     missed = np.maximum(gaps["expected_messages"] - gaps["observed_messages"], 0.0)
-    severity = pd.cut(missed, bins=[*GAP_SEVERITY_THRESHOLDS.values(), np.inf], right=False,
-                      labels=list(GAP_SEVERITY_THRESHOLDS)).astype("string")
+    severity = pd.cut(
+        missed,
+        bins=[*GAP_SEVERITY_THRESHOLDS.values(), np.inf],
+        right=False,
+        labels=list(GAP_SEVERITY_THRESHOLDS),
+    ).astype("string")
     return (
         gaps.assign(
             start=dates[first],
@@ -457,8 +616,11 @@ def _gap_table(grid: StreamGrid, gaps: pd.DataFrame) -> pd.DataFrame:
             suggested_action=gaps["kind"].map(SUGGESTED_ACTIONS),
             priority=gaps["kind"].map(KIND_PRIORITY),
         )
-        .sort_values(["probability_anywhere", "priority", "contact_address", "start"],
-                     na_position="last", kind="stable")[GAP_COLUMNS]
+        .sort_values(
+            ["probability_anywhere", "priority", "contact_address", "start"],
+            na_position="last",
+            kind="stable",
+        )[GAP_COLUMNS]
         .reset_index(drop=True)
     )
 
@@ -488,9 +650,16 @@ def detection_floors(
     threshold, floor_business_days`` for every modelled stream of every contact and ``"*"``
     (contacts with fewer than ``min_messages`` messages: no row).
     """
-    analysis = _analyse(events, alpha=alpha, country=country, vacations=vacations,
-                        quiet_periods=quiet_periods, infer=True, timezone=timezone,
-                        min_messages=min_messages)
+    analysis = _analyse(
+        events,
+        alpha=alpha,
+        country=country,
+        vacations=vacations,
+        quiet_periods=quiet_periods,
+        infer=True,
+        timezone=timezone,
+        min_messages=min_messages,
+    )
     grid, fit = analysis.grid, analysis.fit
     rows = np.flatnonzero(grid.keys["stream"].isin(["all", "incoming", "outgoing"]).to_numpy())
     return pd.DataFrame(
@@ -501,9 +670,9 @@ def detection_floors(
             "dispersion": fit.phi[rows],
             "silence_dispersion": fit.silence_dispersion[rows],
             "threshold": analysis.threshold,
-            "floor_business_days": floor_business_days(fit.rate_business[rows],
-                                                       fit.silence_dispersion[rows],
-                                                       analysis.threshold),
+            "floor_business_days": floor_business_days(
+                fit.rate_business[rows], fit.silence_dispersion[rows], analysis.threshold
+            ),
         }
     )
 
@@ -527,8 +696,7 @@ def score_completeness(events: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame
     require_columns("score_completeness", gaps, ["contact_address", "kind", "missed_messages"])
     key = events["message_row_id"] if "message_row_id" in events.columns else events.index
     observed = pd.concat(
-        [events["contact_address"].value_counts(),
-         pd.Series({MAILBOX: pd.Series(key).nunique()})]
+        [events["contact_address"].value_counts(), pd.Series({MAILBOX: pd.Series(key).nunique()})]
     )
     contact_gaps = gaps[gaps["contact_address"].ne(MAILBOX)]
     mailbox_missed = (
@@ -540,14 +708,17 @@ def score_completeness(events: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame
     )
     per_gap.loc[MAILBOX, "missed_messages"] = mailbox_missed
     table = (
-        observed.rename("observed_messages").rename_axis("contact_address").to_frame()
+        observed.rename("observed_messages")
+        .rename_axis("contact_address")
+        .to_frame()
         .join(per_gap)
         .fillna({"missed_messages": 0.0, "gap_count": 0})
     )
     return (
         table.assign(
             gap_count=table["gap_count"].astype(np.int64),
-            completeness_score=100.0 * table["observed_messages"]
+            completeness_score=100.0
+            * table["observed_messages"]
             / (table["observed_messages"] + table["missed_messages"]),
         )
         .reset_index()
@@ -598,8 +769,10 @@ def source_coverage(events: pd.DataFrame, *, timezone: str = "UTC") -> pd.DataFr
     monthly = (
         pd.concat([frame, mailbox], ignore_index=True)
         .groupby(["contact_address", "month"])
-        .agg(source_ids=("source", lambda s: ",".join(sorted(set(s)))),
-             message_count=("source", "size"))
+        .agg(
+            source_ids=("source", lambda s: ",".join(sorted(set(s)))),
+            message_count=("source", "size"),
+        )
         .reset_index()
         .sort_values(["contact_address", "month"], kind="stable")
     )
@@ -612,12 +785,17 @@ def source_coverage(events: pd.DataFrame, *, timezone: str = "UTC") -> pd.DataFr
     return (
         monthly.assign(run=run)
         .groupby("run")
-        .agg(contact_address=("contact_address", "first"), first_month=("month", "first"),
-             last_month=("month", "last"), source_ids=("source_ids", "first"),
-             message_count=("message_count", "sum"))
-        .assign(period_start=lambda f: f["first_month"].dt.start_time,
-                period_end=lambda f: f["last_month"].dt.end_time.dt.normalize())
-        [["contact_address", "period_start", "period_end", "source_ids", "message_count"]]
+        .agg(
+            contact_address=("contact_address", "first"),
+            first_month=("month", "first"),
+            last_month=("month", "last"),
+            source_ids=("source_ids", "first"),
+            message_count=("message_count", "sum"),
+        )
+        .assign(
+            period_start=lambda f: f["first_month"].dt.start_time,
+            period_end=lambda f: f["last_month"].dt.end_time.dt.normalize(),
+        )[["contact_address", "period_start", "period_end", "source_ids", "message_count"]]
         .reset_index(drop=True)
     )
 
@@ -638,12 +816,15 @@ def recommend_sources(events: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
     dates = local_dates(events["sent_at_utc"], "UTC")
     spans = (
         pd.DataFrame({"source": source, "date": dates})
-        .groupby("source")["date"].agg(source_first="min", source_last="max").reset_index()
+        .groupby("source")["date"]
+        .agg(source_first="min", source_last="max")
+        .reset_index()
     )
     per_contact = (
         pd.DataFrame({"contact_address": events["contact_address"], "source": source})
         .drop_duplicates()
-        .groupby("contact_address")["source"].agg(lambda s: ",".join(sorted(s)))
+        .groupby("contact_address")["source"]
+        .agg(lambda s: ",".join(sorted(s)))
         .rename("contact_source_ids")
     )
     numbered = gaps.reset_index(drop=True).rename_axis("gap").reset_index()
@@ -651,7 +832,8 @@ def recommend_sources(events: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
         numbered[["gap", "start", "end"]]
         .merge(spans, how="cross")
         .query("source_first <= start and source_last >= end")
-        .groupby("gap")["source"].agg(lambda s: ",".join(sorted(s)))
+        .groupby("gap")["source"]
+        .agg(lambda s: ",".join(sorted(s)))
         .rename("spanning_source_ids")
     )
     table = numbered.join(spanning, on="gap").join(per_contact, on="contact_address")
@@ -660,8 +842,13 @@ def recommend_sources(events: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
     who = table["contact_address"].where(table["contact_address"].ne(MAILBOX), "anyone")
     recommendation = np.where(
         table["spanning_source_ids"].ne(""),
-        "Look in source(s) " + table["spanning_source_ids"] + " for mail with " + who + " from "
-        + window + ": they span these dates but hold none of it (a folder may be missing).",
+        "Look in source(s) "
+        + table["spanning_source_ids"]
+        + " for mail with "
+        + who
+        + " from "
+        + window
+        + ": they span these dates but hold none of it (a folder may be missing).",
         "No imported source spans " + window + ": look for another PST/OST or export holding "
         "mail with " + who + " in that period.",
     )

@@ -52,8 +52,9 @@ def _steady_with_hole(rate: float, seed: int) -> tuple[pd.DataFrame, pd.Timestam
     hole_start, hole_end = pd.Timestamp("2024-05-06"), pd.Timestamp("2024-05-17")  # Mon..Fri+1wk
     counts[(hole_start <= DAYS) & (hole_end >= DAYS)] = 0  # 10 business days without mail
     # a second, busier contact without a hole keeps the mailbox as a whole going
-    other = _events("other@example.com", _weekday_series(20.0, DAYS, seed + 100), days=DAYS,
-                    first_id=1_000_000)
+    other = _events(
+        "other@example.com", _weekday_series(20.0, DAYS, seed + 100), days=DAYS, first_id=1_000_000
+    )
     events = pd.concat([_events("busy@example.com", counts, days=DAYS), other], ignore_index=True)
     return events, hole_start, hole_end
 
@@ -129,18 +130,30 @@ def test_an_owner_vacation_is_no_gap() -> None:
         replies = np.where(weekday & vacation, 1, 0)
         frames += [
             _events(f"c{i}@example.com", incoming, days=DAYS, first_id=10_000 * (3 * i)),
-            _events(f"c{i}@example.com", outgoing, days=DAYS, first_id=10_000 * (3 * i + 1),
-                    direction=np.full(len(DAYS), "outgoing")),
-            _events(f"c{i}@example.com", replies, days=DAYS, first_id=10_000 * (3 * i + 2),
-                    direction=np.full(len(DAYS), "outgoing"),
-                    auto=np.full(len(DAYS), "auto-replied")),
+            _events(
+                f"c{i}@example.com",
+                outgoing,
+                days=DAYS,
+                first_id=10_000 * (3 * i + 1),
+                direction=np.full(len(DAYS), "outgoing"),
+            ),
+            _events(
+                f"c{i}@example.com",
+                replies,
+                days=DAYS,
+                first_id=10_000 * (3 * i + 2),
+                direction=np.full(len(DAYS), "outgoing"),
+                auto=np.full(len(DAYS), "auto-replied"),
+            ),
         ]
     events = pd.concat(frames, ignore_index=True)
     assert timeline.detect_gaps(events).empty
     found = timeline.detect_vacations(events)
     assert len(found) == 1
-    assert (found.loc[0, "start"], found.loc[0, "end"]) == (pd.Timestamp("2024-06-03"),
-                                                            pd.Timestamp("2024-06-14"))
+    assert (found.loc[0, "start"], found.loc[0, "end"]) == (
+        pd.Timestamp("2024-06-03"),
+        pd.Timestamp("2024-06-14"),
+    )
     assert found.loc[0, "evidence"] == "auto_replies"
 
 
@@ -158,13 +171,13 @@ def test_a_holiday_week_is_no_gap() -> None:
     days = pd.date_range("2023-06-05", "2024-06-28", freq="D")
     counts = _weekday_series(8.0, days, 6)
     quiet = (days >= "2023-12-23") & (days <= "2024-01-01")
-    bank_holidays = days.isin(pd.to_datetime(["2023-08-28", "2024-03-29", "2024-04-01",
-                                              "2024-05-06", "2024-05-27"]))
+    bank_holidays = days.isin(
+        pd.to_datetime(["2023-08-28", "2024-03-29", "2024-04-01", "2024-05-06", "2024-05-27"])
+    )
     counts[quiet | bank_holidays] = 0
     events = _events("busy@example.com", counts, days=days)
     periods = pd.DataFrame({"start": ["2023-12-23"], "end": ["2024-01-01"]})
-    gaps = timeline.detect_gaps(events, country="GB", quiet_periods=periods,
-                                infer_vacations=False)
+    gaps = timeline.detect_gaps(events, country="GB", quiet_periods=periods, infer_vacations=False)
     assert gaps.empty
 
 
@@ -173,9 +186,21 @@ def test_a_holiday_without_mail_is_no_gap() -> None:
     # (almost) nothing on public holidays, so the four quiet days are no gap.
     days = pd.date_range("2023-06-05", "2024-10-25", freq="D")
     counts = _weekday_series(3.0, days, 7)
-    holidays_gb = days.isin(pd.to_datetime(["2024-03-29", "2024-04-01", "2023-08-28",
-                                            "2023-12-25", "2023-12-26", "2024-01-01",
-                                            "2024-05-06", "2024-05-27", "2024-08-26"]))
+    holidays_gb = days.isin(
+        pd.to_datetime(
+            [
+                "2024-03-29",
+                "2024-04-01",
+                "2023-08-28",
+                "2023-12-25",
+                "2023-12-26",
+                "2024-01-01",
+                "2024-05-06",
+                "2024-05-27",
+                "2024-08-26",
+            ]
+        )
+    )
     counts[holidays_gb] = 0
     events = _events("busy@example.com", counts, days=days)
     assert timeline.detect_gaps(events, country="GB", infer_vacations=False).empty
@@ -183,8 +208,9 @@ def test_a_holiday_without_mail_is_no_gap() -> None:
 
 def test_a_level_change_is_no_gap() -> None:
     # 10 a day, then from August on 2 a day: a change point, not a hole
-    counts = np.where(DAYS < "2024-08-01", _weekday_series(10.0, DAYS, 8),
-                      _weekday_series(2.0, DAYS, 9))
+    counts = np.where(
+        DAYS < "2024-08-01", _weekday_series(10.0, DAYS, 8), _weekday_series(2.0, DAYS, 9)
+    )
     events = _events("busy@example.com", counts, days=DAYS)
     assert timeline.detect_gaps(events, infer_vacations=False).empty
 
@@ -207,24 +233,38 @@ def test_sent_only_gap_when_the_owner_s_mail_to_one_contact_stops() -> None:
     out_a = np.where(weekday & ~hole, rng.poisson(5.0, len(DAYS)), 0)
     frames = [
         _events("a@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS),
-        _events("a@example.com", out_a, days=DAYS, first_id=100_000,
-                direction=np.full(len(DAYS), "outgoing")),
-        _events("b@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS,
-                first_id=200_000),
-        _events("b@example.com", np.where(weekday, rng.poisson(5.0, len(DAYS)), 0), days=DAYS,
-                first_id=300_000, direction=np.full(len(DAYS), "outgoing")),
+        _events(
+            "a@example.com",
+            out_a,
+            days=DAYS,
+            first_id=100_000,
+            direction=np.full(len(DAYS), "outgoing"),
+        ),
+        _events(
+            "b@example.com",
+            np.where(weekday, rng.poisson(5.0, len(DAYS)), 0),
+            days=DAYS,
+            first_id=200_000,
+        ),
+        _events(
+            "b@example.com",
+            np.where(weekday, rng.poisson(5.0, len(DAYS)), 0),
+            days=DAYS,
+            first_id=300_000,
+            direction=np.full(len(DAYS), "outgoing"),
+        ),
     ]
     gaps = timeline.detect_gaps(pd.concat(frames, ignore_index=True))
     assert gaps["contact_address"].tolist() == ["a@example.com"]
     assert gaps.loc[0, "kind"] == "sent_only"
-    assert (gaps.loc[0, "start"], gaps.loc[0, "end"]) == (pd.Timestamp("2024-05-06"),
-                                                          pd.Timestamp("2024-05-24"))
+    assert (gaps.loc[0, "start"], gaps.loc[0, "end"]) == (
+        pd.Timestamp("2024-05-06"),
+        pd.Timestamp("2024-05-24"),
+    )
 
 
 def test_score_completeness_counts_missed_messages_of_each_contact() -> None:
-    events = pd.DataFrame(
-        {"message_row_id": [1, 2, 3, 4], "contact_address": ["a", "a", "a", "b"]}
-    )
+    events = pd.DataFrame({"message_row_id": [1, 2, 3, 4], "contact_address": ["a", "a", "a", "b"]})
     gaps = pd.DataFrame({"contact_address": ["a"], "kind": ["full"], "missed_messages": [1.0]})
     scores = timeline.score_completeness(events, gaps).set_index("contact_address")
     # a: 3 observed, 1 missed -> 75; b: no gap -> 100; mailbox: 4 messages, 1 missed -> 80
@@ -252,14 +292,17 @@ def test_contact_events_takes_the_sender_of_incoming_and_each_recipient_of_outgo
         }
     )
     recipients = pd.DataFrame(
-        {"message_row_id": [1, 2, 2, 2], "address": [OWNER, "ann@example.com",
-                                                     "bob@example.com", OWNER]}
+        {
+            "message_row_id": [1, 2, 2, 2],
+            "address": [OWNER, "ann@example.com", "bob@example.com", OWNER],
+        }
     )
     events = timeline.contact_events(messages, recipients, OWNER)
     # message 1: incoming from ann; message 2: outgoing to ann and bob (not the owner);
     # message 3 has no date and is left out
-    assert list(zip(events["message_row_id"], events["contact_address"], events["direction"],
-                    strict=True)) == [
+    assert list(
+        zip(events["message_row_id"], events["contact_address"], events["direction"], strict=True)
+    ) == [
         (1, "ann@example.com", "incoming"),
         (2, "ann@example.com", "outgoing"),
         (2, "bob@example.com", "outgoing"),
@@ -271,8 +314,9 @@ def test_coverage_by_contact_counts_days_with_mail() -> None:
         {
             "message_row_id": [1, 2, 3],
             "contact_address": ["a", "a", "a"],
-            "sent_at_utc": pd.to_datetime(["2024-01-01T09:00Z", "2024-01-01T15:00Z",
-                                           "2024-01-10T09:00Z"]),
+            "sent_at_utc": pd.to_datetime(
+                ["2024-01-01T09:00Z", "2024-01-01T15:00Z", "2024-01-10T09:00Z"]
+            ),
             "direction": ["incoming", "outgoing", "incoming"],
         }
     )
@@ -285,8 +329,9 @@ def test_source_coverage_and_recommendations_name_the_sources() -> None:
     events = pd.DataFrame(
         {
             "contact_address": ["a", "a", "a", "b"],
-            "sent_at_utc": pd.to_datetime(["2024-01-05T09:00Z", "2024-02-05T09:00Z",
-                                           "2024-03-05T09:00Z", "2024-03-20T09:00Z"]),
+            "sent_at_utc": pd.to_datetime(
+                ["2024-01-05T09:00Z", "2024-02-05T09:00Z", "2024-03-05T09:00Z", "2024-03-20T09:00Z"]
+            ),
             "source_id": [1, 1, 2, 2],
         }
     )
@@ -295,8 +340,14 @@ def test_source_coverage_and_recommendations_name_the_sources() -> None:
     # January and February from source 1, March from source 2
     assert a["source_ids"].tolist() == ["1", "2"]
     assert a["period_end"].iloc[0] == pd.Timestamp("2024-02-29")
-    gaps = pd.DataFrame({"contact_address": ["a"], "start": [pd.Timestamp("2024-03-10")],
-                         "end": [pd.Timestamp("2024-03-15")], "kind": ["full"]})
+    gaps = pd.DataFrame(
+        {
+            "contact_address": ["a"],
+            "start": [pd.Timestamp("2024-03-10")],
+            "end": [pd.Timestamp("2024-03-15")],
+            "kind": ["full"],
+        }
+    )
     advice = timeline.recommend_sources(events, gaps)
     assert advice.loc[0, "spanning_source_ids"] == "2"
     assert "2024-03-10 to 2024-03-15" in advice.loc[0, "recommendation"]
@@ -304,8 +355,9 @@ def test_source_coverage_and_recommendations_name_the_sources() -> None:
 
 def test_missing_columns_are_named() -> None:
     with pytest.raises(MissingColumnsError, match="direction"):
-        timeline.detect_gaps(pd.DataFrame({"contact_address": [], "sent_at_utc": [],
-                                           "folder_path": []}))
+        timeline.detect_gaps(
+            pd.DataFrame({"contact_address": [], "sent_at_utc": [], "folder_path": []})
+        )
 
 
 def test_the_mailbox_threshold_is_benjamini_hochberg_over_every_silence() -> None:
@@ -331,7 +383,9 @@ def test_the_silence_dispersion_fits_the_share_of_days_with_mail() -> None:
     silent = np.exp(log_silence(np.array([2.0]), phi))[0]
     assert 0.60 < silent < 0.63
     # and phi -> 0 is Poisson
-    assert np.exp(log_silence(np.array([2.0]), np.array([1e-9])))[0] == pytest.approx(np.exp(-2), rel=1e-5)
+    assert np.exp(log_silence(np.array([2.0]), np.array([1e-9])))[0] == pytest.approx(
+        np.exp(-2), rel=1e-5
+    )
 
 
 def test_an_uncertain_level_makes_a_silence_likelier() -> None:
@@ -375,3 +429,64 @@ def test_a_contact_gap_across_an_archive_gap_is_tested_on_its_own_days() -> None
     contact_streams = np.array([True, False])
     kept = drop_inside(runs, archive, contact_streams)
     assert kept[["first_day", "last_day"]].to_numpy().tolist() == [[1, 8], [3, 5]]
+
+
+def test_a_contact_gap_running_into_an_archive_gap_ends_where_that_begins() -> None:
+    # Three busy contacts; nobody's mail from Mon 3 June to Fri 14 June (an archive lost), and
+    # a@ has none from Mon 20 May already: a's own gap is 20-31 May, the archive gap's days are
+    # reported once, for the mailbox, and as a's share of it.
+    weekday = DAYS.day_of_week < 5
+    archive = (DAYS >= "2024-06-03") & (DAYS <= "2024-06-14")
+    own = (DAYS >= "2024-05-20") & (DAYS <= "2024-05-31")
+    rng = np.random.default_rng(21)
+    frames = [
+        _events(
+            f"{name}@example.com",
+            np.where(weekday & ~archive & ~(own & (name == "a")), rng.poisson(8.0, len(DAYS)), 0),
+            days=DAYS,
+            first_id=100_000 * i,
+        )
+        for i, name in enumerate(["a", "b", "c"])
+    ]
+    gaps = timeline.detect_gaps(pd.concat(frames, ignore_index=True), infer_vacations=False)
+    mailbox = gaps[gaps["contact_address"].eq(timeline.MAILBOX)]
+    assert mailbox[["start", "end", "kind"]].to_numpy().tolist() == [
+        [pd.Timestamp("2024-06-03"), pd.Timestamp("2024-06-14"), "archive_wide"]
+    ]
+    mine = gaps[gaps["contact_address"].eq("a@example.com")].set_index("kind")
+    assert (mine.loc["full", "start"], mine.loc["full", "end"]) == (
+        pd.Timestamp("2024-05-20"),
+        pd.Timestamp("2024-05-31"),
+    )
+    assert mine.loc["archive_wide", "start"] == pd.Timestamp("2024-06-03")
+
+
+def test_the_owner_s_lost_sent_mail_shows_against_the_contact_s_mail_going_on() -> None:
+    # Mail in conversations: each weekday one shared burst (gamma, shape 0.5) drives both
+    # directions, 1.5 a day each way. Three weeks of the owner's mail to a@ are lost while a@
+    # keeps writing. On its own, such a silence of bursty mail is no surprise (a third of days
+    # are silent anyway: without the other direction the model finds nothing here); on the days
+    # a@ wrote, the owner's silence is: a sent-only gap (running on over the next quiet days).
+    rng = np.random.default_rng(8)
+    weekday = DAYS.day_of_week < 5
+    hole = (DAYS >= "2024-05-06") & (DAYS <= "2024-05-24")
+    frames = []
+    for i, name in enumerate(["a", "b", "c"]):
+        burst = rng.gamma(0.5, 2.0, len(DAYS))
+        incoming = np.where(weekday, rng.poisson(1.5 * burst), 0)
+        outgoing = np.where(weekday & ~(hole & (name == "a")), rng.poisson(1.5 * burst), 0)
+        frames += [
+            _events(f"{name}@example.com", incoming, days=DAYS, first_id=100_000 * (2 * i)),
+            _events(
+                f"{name}@example.com",
+                outgoing,
+                days=DAYS,
+                first_id=100_000 * (2 * i + 1),
+                direction=np.full(len(DAYS), "outgoing"),
+            ),
+        ]
+    gaps = timeline.detect_gaps(pd.concat(frames, ignore_index=True))
+    assert gaps["contact_address"].tolist() == ["a@example.com"]
+    assert gaps.loc[0, "kind"] == "sent_only"
+    assert gaps.loc[0, "start"] == pd.Timestamp("2024-05-06")
+    assert pd.Timestamp("2024-05-24") <= gaps.loc[0, "end"] <= pd.Timestamp("2024-05-31")
