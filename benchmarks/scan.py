@@ -2,17 +2,20 @@
 
 Each phase runs in its own child process so that its peak RSS is its own. Figures:
 
-* PST messages/s: every corpus PST/OST read with pstlib's libpff reader, the list repeated until at
-  least ``--min-items`` items were read (each file is small).
+* PST messages/s: every corpus PST/OST read the way ``pstlib scan`` reads them
+  (:func:`pstlib.sources.parallel.read_files`), the list repeated until at least ``--min-items`` items
+  were read (each file is small). Twice: with one worker process per CPU (``pst_processes``, the
+  headline ``pst_messages_per_s``), and in one process (``pst_messages_per_s_1proc``).
 * readpst messages/s: Debian's ``readpst -r`` converting the same files the same number of times (a peer
   doing similar work: it decodes every item and writes it out), rated by the same item count.
+  readpst is single-threaded: compare it with the 1-process rate for the per-core figure.
 * mbox messages/s: a synthetic mbox of ``--mbox-messages`` messages read with pstlib's mbox reader.
 * store rows/s: the same mbox's messages written to a fresh SQLite store through the batched writer.
-* peak RSS: the largest child's peak resident set, in MB.
+* peak RSS: the largest peak resident set of any reading process (phases and reader workers), in MB.
 
 Usage: python benchmarks/scan.py [--corpus ../shared/corpus] [--min-items 10000] [--mbox-messages 100000] [--seed 1]
 The last line is JSON with keys pst_messages_per_s, readpst_messages_per_s, mbox_messages_per_s,
-peak_rss_mb, store_rows_per_s.
+peak_rss_mb, store_rows_per_s, and pst_processes, pst_messages_per_s_1proc.
 """
 
 from __future__ import annotations
@@ -46,19 +49,26 @@ def _pst_files(corpus: Path) -> list[Path]:
     return readable
 
 
-def _read_psts(files: list[str], passes: int) -> dict[str, Any]:
-    from pstlib.sources import open_source
+def _read_psts(files: list[str], passes: int, processes: int) -> dict[str, Any]:
+    from pstlib.sources.parallel import FileItems, read_files
 
     items = 0
+    cpu_start = time.process_time() + _children_cpu_s()
     start = time.perf_counter()
-    for _ in range(passes):
-        for name in files:
-            source = open_source(Path(name))
-            for _item in source:
-                items += 1
-            source.close()
+    for event in read_files([Path(n) for n in files] * passes, processes=processes):
+        if isinstance(event, FileItems):
+            items += len(event.results)
     elapsed = time.perf_counter() - start
-    return {"items": items, "seconds": elapsed}
+    cpu = time.process_time() + _children_cpu_s() - cpu_start
+    # the workers' peak (ru_maxrss of waited-for children; an upper bound: it counts the
+    # parent's resident set at fork, before the exec)
+    workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"items": items, "seconds": elapsed, "cpu_s": cpu, "workers_rss_mb": workers_mb}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _read_mbox(path: str) -> dict[str, Any]:
@@ -83,12 +93,14 @@ def _write_store(path: str, store_path: str) -> dict[str, Any]:
     with Store.open(store_path) as store:
         session_id = store.begin_session("assess", {"benchmark": "scan"})
         source_id = store.add_source(session_id, path, "mbox", Path(path).stat().st_size, None)
+        cpu_start = time.process_time()
         start = time.perf_counter()
         with store.writer(session_id) as writer:
             for message in messages:
                 writer.add_message(source_id, message, Outcome.READ)
         elapsed = time.perf_counter() - start
-    return {"items": len(messages), "seconds": elapsed}
+        cpu = time.process_time() - cpu_start
+    return {"items": len(messages), "seconds": elapsed, "cpu_s": cpu}
 
 
 def _peak_rss_mb() -> float:
@@ -115,13 +127,15 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
     return result
 
 
-def _readpst(files: list[Path], passes: int) -> float | None:
+def _readpst(files: list[Path], passes: int) -> tuple[float, float] | None:
+    """readpst's wall seconds and CPU seconds (its processes' user + system time)."""
     if shutil.which("readpst") is None:
         print(
             "readpst not found (apt-get install pst-utils): peer rate not measured", file=sys.stderr
         )
         return None
     with tempfile.TemporaryDirectory() as out:
+        cpu_start = _children_cpu_s()
         start = time.perf_counter()
         for _ in range(passes):
             for path in files:
@@ -131,7 +145,7 @@ def _readpst(files: list[Path], passes: int) -> float | None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _children_cpu_s() - cpu_start
 
 
 def main() -> None:
@@ -140,22 +154,43 @@ def main() -> None:
     parser.add_argument("--min-items", type=int, default=10_000)
     parser.add_argument("--mbox-messages", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=0, help="PST reader processes (default: one per CPU)"
+    )
     args = parser.parse_args()
 
+    from pstlib.sources.parallel import default_processes
+
     files = _pst_files(args.corpus)
-    one_pass = _in_child(_read_psts, [str(f) for f in files], 1)["items"]
+    names = [str(f) for f in files]
+    one_pass = _in_child(_read_psts, names, 1, 1)["items"]
     passes = max(1, -(-args.min_items // max(one_pass, 1)))
-    pst = _in_child(_read_psts, [str(f) for f in files], passes)
+    processes = args.processes or default_processes(len(files) * passes)
+    pst1 = _in_child(_read_psts, names, passes, 1)
+    pst = _in_child(_read_psts, names, passes, processes) if processes > 1 else pst1
+    pst1_rate = pst1["items"] / pst1["seconds"]
     pst_rate = pst["items"] / pst["seconds"]
     print(
-        f"PST     {pst['items']:>8} items ({len(files)} files x {passes}) "
-        f"in {pst['seconds']:.2f} s = {pst_rate:,.0f}/s, peak RSS {pst['peak_rss_mb']:.0f} MB"
+        f"PST     {pst1['items']:>8} items ({len(files)} files x {passes}) "
+        f"in {pst1['seconds']:.2f} s = {pst1_rate:,.0f}/s with 1 process, "
+        f"{pst1['cpu_s'] / pst1['items'] * 1e3:.2f} CPU ms/item, "
+        f"peak RSS {pst1['peak_rss_mb']:.0f} MB"
+    )
+    print(
+        f"PST     {pst['items']:>8} items in {pst['seconds']:.2f} s = {pst_rate:,.0f}/s "
+        f"with {processes} reader processes (one file each at a time), "
+        f"{pst['cpu_s'] / pst['items'] * 1e3:.2f} CPU ms/item in all processes, peak RSS "
+        f"{max(pst['peak_rss_mb'], pst['workers_rss_mb']):.0f} MB"
     )
 
-    readpst_s = _readpst(files, passes)
-    readpst_rate = pst["items"] / readpst_s if readpst_s else None
-    if readpst_s:
-        print(f"readpst {pst['items']:>8} items in {readpst_s:.2f} s = {readpst_rate:,.0f}/s")
+    readpst = _readpst(files, passes)
+    readpst_rate = pst["items"] / readpst[0] if readpst else None
+    if readpst:
+        print(
+            f"readpst {pst['items']:>8} items in {readpst[0]:.2f} s = {readpst_rate:,.0f}/s "
+            f"(1 process: readpst is single-threaded), "
+            f"{readpst[1] / pst['items'] * 1e3:.2f} CPU ms/item"
+        )
 
     from pstlib.synth import synthesize
 
@@ -174,10 +209,13 @@ def main() -> None:
         store = _in_child(_write_store, str(made.mbox_path), str(Path(tmp) / "bench.sqlite"))
         store_rate = store["items"] / store["seconds"]
         print(
-            f"store   {store['items']:>8} rows  in {store['seconds']:.2f} s = {store_rate:,.0f}/s"
+            f"store   {store['items']:>8} rows  in {store['seconds']:.2f} s = {store_rate:,.0f}/s "
+            f"({store['items'] / store['cpu_s']:,.0f} per CPU second)"
         )
 
-    peak = max(pst["peak_rss_mb"], mbox["peak_rss_mb"])
+    # the reading phases (the store phase holds every message in memory on purpose: it times the
+    # writer alone)
+    peak = max(pst1["peak_rss_mb"], pst["peak_rss_mb"], pst["workers_rss_mb"], mbox["peak_rss_mb"])
     print(
         json.dumps(
             {
@@ -186,6 +224,8 @@ def main() -> None:
                 "mbox_messages_per_s": round(mbox_rate, 1),
                 "peak_rss_mb": round(peak, 1),
                 "store_rows_per_s": round(store_rate, 1),
+                "pst_processes": processes,
+                "pst_messages_per_s_1proc": round(pst1_rate, 1),
             }
         )
     )

@@ -96,7 +96,10 @@ def _print_summary(doc: dict[str, Any]) -> None:
 @STORE_OPTION
 @click.option("--owner", help="The mailbox owner's address (decides sent vs received).")
 @click.option("--json", "as_json", is_flag=True, help="Print the session document as JSON.")
-def scan(paths: tuple[Path, ...], store: str, owner: str | None, as_json: bool) -> None:
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Files read at once, one worker process each (default: one per CPU).")
+def scan(paths: tuple[Path, ...], store: str, owner: str | None, as_json: bool,
+         processes: int | None) -> None:
     """Read PST/OST, mbox and EML files (or folders of them) into an assess session.
 
     Nothing is written anywhere but the store. Bad files and unreadable items are reported and
@@ -107,7 +110,8 @@ def scan(paths: tuple[Path, ...], store: str, owner: str | None, as_json: bool) 
     from pstlib.store import Store
 
     with Store.open(store) as st, _progress_bar("scan") as tick:
-        session_id = run_scan(paths, st, mailbox_owner=owner, on_progress=tick)
+        session_id = run_scan(paths, st, mailbox_owner=owner, on_progress=tick,
+                              processes=processes)
         doc = summarize(st, session_id).to_dict()
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))

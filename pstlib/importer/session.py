@@ -2,26 +2,29 @@
 
 A scan is an *assess* session: it reads, classifies and records, and writes nowhere but the store.
 The Dataverse import builds on the same loop (see :mod:`pstlib.importer.run`).
+
+Files are read by worker processes, one file each at a time (:func:`pstlib.sources.parallel.read_files`),
+and this process records what they send: every message and every error exactly once, with its
+source. Messages of one file keep their order; files interleave.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pstlib.analytics.imports import SessionSummary, summarize_session
 from pstlib.errors import SourceError
 from pstlib.models import FolderRole, Message
-from pstlib.sources import discover_sources, open_source
-from pstlib.store import Store, load
+from pstlib.sources import discover_sources
+from pstlib.sources.parallel import FileDone, FileItems, FileOpened, read_files
+from pstlib.sources.parallel import file_sha256 as file_sha256  # its home is with the readers
+from pstlib.store import MessageWriter, Store, load
 from pstlib.store.schema import Outcome, SessionStatus
 
 log = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +43,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def file_sha256(path: Path) -> str:
-    """The file's SHA-256, read in 1 MiB chunks (chain of custody: which exact file was read)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def direction_of(message: Message, owner: str | None) -> str:
@@ -70,6 +64,7 @@ def scan(
     *,
     mailbox_owner: str | None = None,
     on_progress: ProgressCallback | None = None,
+    processes: int | None = None,
 ) -> str:
     """Read every mail file under ``paths`` into a new assess session of ``store``; return its id.
 
@@ -77,13 +72,15 @@ def scan(
     on.
     Interrupted (Ctrl-C) the session is marked ``interrupted`` with what was read so far, and the
     interrupt is re-raised.
+    ``processes``: worker processes reading files (default: one per CPU, at most one per file;
+    1 reads everything in this process).
     """
     files = discover_sources([Path(p) for p in paths])
     options = {"paths": [str(p) for p in paths], "files": len(files)}
     session_id = store.begin_session("assess", options, mailbox_owner=mailbox_owner)
     status = SessionStatus.FAILED
     try:
-        _read_all(files, store, session_id, mailbox_owner, on_progress)
+        _read_all(files, store, session_id, mailbox_owner, on_progress, processes)
         status = SessionStatus.COMPLETED
     except KeyboardInterrupt:
         status = SessionStatus.INTERRUPTED
@@ -123,49 +120,75 @@ def _read_all(
     session_id: str,
     owner: str | None,
     on_progress: ProgressCallback | None,
+    processes: int | None,
 ) -> None:
+    """Record the events of :func:`read_files`: a source row per file, a message or error row per
+    result, the source finished when its file is. Sources still open when the loop stops early
+    (Ctrl-C) are finished with what was read so far."""
+    count = len(files)
+    open_sources: dict[int, int] = {}  # file index -> source_id, while the file is being read
+    found: dict[int, int] = {}
     with store.writer(session_id) as writer:
-        for index, path in enumerate(files):
-            size = path.stat().st_size
-            try:
-                source = open_source(path)
-            except SourceError as err:
-                log.warning("%s", err)
-                source_id = store.add_source(session_id, str(path), "unknown", size, None)
-                writer.add_error("open", err, source_id=source_id)
-                writer.flush()
-                store.finish_source(source_id, "failed", 0, str(err))
-                if on_progress:
-                    on_progress(
-                        Progress(str(path), index, len(files), 0, failed=True, error=str(err))
-                    )
-                continue
-            digest = file_sha256(path)
-            source_id = store.add_source(session_id, str(path), source.kind, size, digest)
-            found = 0
-            try:
-                for result in _tick(source, on_progress, str(path), index, len(files)):
-                    found += 1
-                    if isinstance(result, SourceError):
-                        writer.add_error("read", result, source_id=source_id, item=result.item)
+        try:
+            for event in read_files(files, processes=processes):
+                index = event.index
+                path = files[index]
+                if isinstance(event, FileItems):
+                    source_id = open_sources[index]
+                    found[index] += len(event.results)
+                    for result in event.results:
+                        failed = isinstance(result, SourceError)
+                        if isinstance(result, SourceError):
+                            writer.add_error("read", result, source_id=source_id, item=result.item)
+                        else:
+                            writer.add_message(
+                                source_id,
+                                result,
+                                Outcome.READ,
+                                direction=direction_of(result, owner),
+                            )
+                        if on_progress:
+                            on_progress(Progress(str(path), index, count, 1, failed=failed))
+                elif isinstance(event, FileOpened):
+                    size = path.stat().st_size
+                    if event.error is None:
+                        open_sources[index] = store.add_source(
+                            session_id, str(path), event.kind or "unknown", size, event.sha256
+                        )
+                        found[index] = 0
                         continue
-                    writer.add_message(
-                        source_id, result, Outcome.READ, direction=direction_of(result, owner)
-                    )
-            finally:
-                source.close()
+                    err = event.error
+                    log.warning("%s", err)
+                    source_id = store.add_source(session_id, str(path), "unknown", size, None)
+                    writer.add_error("open", err, source_id=source_id)
+                    writer.flush()
+                    store.finish_source(source_id, "failed", 0, str(err))
+                    if on_progress:
+                        on_progress(
+                            Progress(str(path), index, count, 0, failed=True, error=str(err))
+                        )
+                else:
+                    _finish(store, writer, open_sources.pop(index, None), event)
+                    found.pop(index, None)
+        finally:
+            for index, source_id in open_sources.items():
                 writer.flush()
-                store.finish_source(source_id, "read", found, None)
+                store.finish_source(source_id, "read", found[index], None)
 
 
-def _tick(
-    results: Iterable[Message | SourceError],
-    on_progress: ProgressCallback | None,
-    source: str,
-    index: int,
-    count: int,
-) -> Iterable[Message | SourceError]:
-    for result in results:
-        yield result
-        if on_progress:
-            on_progress(Progress(source, index, count, 1, failed=isinstance(result, SourceError)))
+def _finish(store: Store, writer: MessageWriter, source_id: int | None, done: FileDone) -> None:
+    """A file is read: its reader's warnings and any failure are recorded, its rows flushed,
+    then its source row says how it ended."""
+    if source_id is None:  # it could not be opened: recorded already
+        return
+    for warning in done.warnings:  # a bad date, an unknown charset, an unreadable attachment...
+        writer.add_error("read", warning, source_id=source_id, item=warning.item)
+    failure = done.failure
+    if failure is not None:
+        log.warning("%s", failure)
+        writer.add_error("read", failure, source_id=source_id)
+    writer.flush()
+    if failure is None:
+        store.finish_source(source_id, "read", done.found, None)
+    else:
+        store.finish_source(source_id, "failed", done.found, str(failure))

@@ -8,6 +8,8 @@ for the bodies, which libpff decodes. ``item_id`` is the item's node id in the P
 Open failures raise :class:`~pstlib.errors.SourceError` (``not_a_pst``, ``truncated``,
 ``unreadable``); an item that cannot be read is yielded as a ``SourceError`` with code
 ``unreadable_item`` and the walk goes on.
+
+Several files are read at once, one worker process each, by :mod:`pstlib.sources.parallel`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from pstlib.models import (
 from pstlib.sources import mapi
 from pstlib.sources.addresses import address_from_mapi, is_exchange_dn, parse_address_list
 from pstlib.sources.base import ReadResult
-from pstlib.sources.eml import WarningLog, header_text, kept_headers, message_ids, parse_headers
+from pstlib.sources.eml import (
+    KEPT_HEADERS,
+    WarningLog,
+    header_text,
+    kept_headers,
+    message_ids,
+    parse_headers,
+)
 from pstlib.sources.folders import role_of_path
 
 logger = logging.getLogger(__name__)
@@ -195,12 +204,11 @@ class PstSource:
         props = mapi.read_first_record_set(item, _HEADER_PROPERTIES)
         item_id = str(item.identifier)
         is_message = isinstance(item, pypff.message)
-        header_text_raw = mapi.as_str(props, mapi.PR_TRANSPORT_MESSAGE_HEADERS)
-        headers = parse_headers(header_text_raw) if header_text_raw else None
+        headers = _TransportHeaders(mapi.as_str(props, mapi.PR_TRANSPORT_MESSAGE_HEADERS))
 
-        mid = mapi.as_str(props, mapi.PR_INTERNET_MESSAGE_ID) or _header(headers, "message-id")
-        reply = mapi.as_str(props, mapi.PR_IN_REPLY_TO_ID) or _header(headers, "in-reply-to")
-        refs = mapi.as_str(props, mapi.PR_INTERNET_REFERENCES) or _header(headers, "references")
+        mid = mapi.as_str(props, mapi.PR_INTERNET_MESSAGE_ID) or headers.value("message-id")
+        reply = mapi.as_str(props, mapi.PR_IN_REPLY_TO_ID) or headers.value("in-reply-to")
+        refs = mapi.as_str(props, mapi.PR_INTERNET_REFERENCES) or headers.value("references")
         mids, reply_ids = message_ids(mid), message_ids(reply)
         conv_index = mapi.as_bytes(props, mapi.PR_CONVERSATION_INDEX)
         importance = mapi.as_int(props, mapi.PR_IMPORTANCE)
@@ -228,10 +236,10 @@ class PstSource:
             body=body,
             body_is_html=is_html,
             importance=min(max(importance, 0), 2) if importance is not None else 1,
-            headers=kept_headers(headers) if headers is not None else (),
+            headers=headers.kept(),
         )
 
-    def _sender(self, props: mapi.Properties, headers: EmailMessage | None) -> Address | None:
+    def _sender(self, props: mapi.Properties, headers: _TransportHeaders) -> Address | None:
         name = mapi.as_str(props, mapi.PR_SENDER_NAME) or mapi.as_str(
             props, mapi.PR_SENT_REPRESENTING_NAME
         )
@@ -243,18 +251,18 @@ class PstSource:
         )
         addrtype = mapi.as_str(props, mapi.PR_SENDER_ADDRTYPE)
         if not (name or smtp or email_address):
-            from_header = _header(headers, "from")
+            from_header = headers.value("from")
             found = parse_address_list(from_header) if from_header else []
             return found[0] if found else None
         sender = address_from_mapi(name, smtp, email_address, addrtype)
-        if not sender.address and headers is not None:
-            found = parse_address_list(_header(headers, "from"))
+        if not sender.address and headers:
+            found = parse_address_list(headers.value("from"))
             if found and found[0].address:
                 return Address(found[0].address, sender.name or found[0].name, sender.raw)
         return sender
 
     def _recipients(
-        self, item: Any, headers: EmailMessage | None, item_id: str
+        self, item: Any, headers: _TransportHeaders, item_id: str
     ) -> tuple[Recipient, ...]:
         try:
             table = item.recipients
@@ -278,7 +286,7 @@ class PstSource:
                 mapi.as_str(props, mapi.PR_EMAIL_ADDRESS),
                 mapi.as_str(props, mapi.PR_ADDRTYPE),
             )
-            if not address.address and headers is not None:
+            if not address.address and headers:
                 if by_name is None:
                     by_name = _addresses_by_name(headers)
                 smtp = by_name.get(address.name.casefold())
@@ -348,15 +356,48 @@ class PstSource:
         self.close()
 
 
-def _header(headers: EmailMessage | None, name: str) -> str | None:
-    return None if headers is None else header_text(headers, name)
+class _TransportHeaders:
+    """An item's transport headers (PR_TRANSPORT_MESSAGE_HEADERS), parsed only when needed.
+
+    Why: the email package's parser is the costliest Python step of reading an item, and most
+    items need none of the headers (their MAPI properties say it all). A header is looked for
+    only if ``name:`` occurs in the text at all (the parser reads no other header of that name),
+    and the text is parsed at the first such look-up.
+    """
+
+    __slots__ = ("_lowered", "_parsed", "_text")
+
+    def __init__(self, text: str | None) -> None:
+        self._text = text or ""
+        self._lowered = self._text.lower()
+        self._parsed: EmailMessage | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._text)
+
+    def _message(self) -> EmailMessage:
+        if self._parsed is None:
+            self._parsed = parse_headers(self._text)
+        return self._parsed
+
+    def value(self, name: str) -> str | None:
+        """The decoded value of header ``name`` (lower-case), ``None`` when absent."""
+        if name + ":" not in self._lowered:
+            return None
+        return header_text(self._message(), name)
+
+    def kept(self) -> tuple[tuple[str, str], ...]:
+        """The list/automation headers the analytics use (:data:`KEPT_HEADERS`)."""
+        if not any(name + ":" in self._lowered for name in KEPT_HEADERS):
+            return ()
+        return kept_headers(self._message())
 
 
-def _addresses_by_name(headers: EmailMessage) -> dict[str, str]:
+def _addresses_by_name(headers: _TransportHeaders) -> dict[str, str]:
     """Display name (case-folded) -> SMTP address from the To/Cc/Bcc transport headers."""
     found: dict[str, str] = {}
     for name in ("to", "cc", "bcc"):
-        for address in parse_address_list(_header(headers, name)):
+        for address in parse_address_list(headers.value(name)):
             if address.name and address.address and not is_exchange_dn(address.address):
                 found.setdefault(address.name.casefold(), address.address)
     return found

@@ -112,12 +112,28 @@ def test_truncated_pst_error_names_the_file(pst_dir: Path, tmp_path: Path) -> No
 
 def test_mail_folder_scans_with_readme_counts(mail_dir: Path, tmp_path: Path) -> None:
     store = tmp_path / "mail.sqlite"
-    result = CliRunner().invoke(main, ["scan", str(mail_dir), "--store", str(store), "--json"])
+    result = CliRunner().invoke(main, ["scan", str(mail_dir), "--store", str(store), "--json", "--processes", "1"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["totals"]["messages"] == 3564  # README: 24 files, 3,564 messages
     assert doc["totals"]["sources"] == 24
-    assert doc["errors"]["total"] == 0
+    # every message is read; what the readers only warn about is recorded too, naming the file:
+    # the spam's undecodable charsets, malformed headers and dates no parser reads (README:
+    # "spam has Dates in year 0102 and 2020, plus 2 unparseable dates"), and the perceval
+    # edge case's bad date
+    with Store.open(store) as st:
+        errors = load.load_errors(st)
+    found = sorted(
+        (Path(f).name, c) for f, c in zip(errors["file"], errors["code"].astype(str), strict=True)
+    )
+    assert found == sorted(
+        [("spamassassin_spam_1.mbox", "unknown_charset")] * 3
+        + [("spamassassin_spam_1.mbox", "bad_date")] * 2
+        + [("spamassassin_spam_1.mbox", "malformed_header")] * 2
+        + [("perceval_mbox_no_fields.mbox", "bad_date")]
+    )
+    assert doc["errors"]["total"] == len(found)
+    assert set(errors["stage"].astype(str)) == {"read"}
 
 
 def test_sessions_and_export(corpus_scan: dict[str, object], tmp_path: Path) -> None:

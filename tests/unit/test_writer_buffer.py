@@ -1,19 +1,30 @@
-"""The writer's flat row buffers and the lock-free cached hashes, on tiny inline data."""
+"""The writer's flat row buffers, its many-rows-per-statement inserts, its time format and the
+lock-free cached hashes, on tiny inline data."""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import sqlite3
+import tempfile
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pstlib.models import Address, FolderRole, Message, Recipient, RecipientKind
 from pstlib.store import Outcome, Store, load_messages, load_recipients
-from pstlib.store.writer import _MESSAGE_WIDTH, _rows
+from pstlib.store.writer import (
+    _MESSAGE_WIDTH,
+    ROWS_PER_STATEMENT,
+    _bind_none_directly,
+    _sqlite_time,
+)
 
 T0 = datetime(2025, 6, 11, 18, 6, 43, 123456, tzinfo=UTC)
 
 
-def _message(i: int, recipients: int) -> Message:
+def _message(i: int, recipients: int, *, named: bool = False) -> Message:
     return Message(
         source_path="a.mbox",
         item_id=str(i),
@@ -21,16 +32,12 @@ def _message(i: int, recipients: int) -> Message:
         subject=f"s{i}",
         sender=Address(f"from{i}@example.com", "From"),
         recipients=tuple(
-            Recipient(RecipientKind.CC, Address(f"r{i}.{n}@example.com")) for n in range(recipients)
+            Recipient(RecipientKind.CC, Address(f"r{i}.{n}@example.com", f"R {n}" if named else ""))
+            for n in range(recipients)
         ),
         sent_at_utc=T0,
         headers=(("list-id", "<l.example.com>"),) if i == 1 else (),
     )
-
-
-def test_rows_slices_a_flat_buffer() -> None:
-    # 6 cells of width 3 are two rows
-    assert list(_rows([1, 2, 3, 4, 5, 6], 3)) == [[1, 2, 3], [4, 5, 6]]
 
 
 def test_flat_buffers_round_trip_across_flushes(tmp_path: Path) -> None:
@@ -57,6 +64,75 @@ def test_flat_buffers_round_trip_across_flushes(tmp_path: Path) -> None:
     )
     assert got == [("1", "r1.0@example.com"), ("1", "r1.1@example.com"), ("2", "r2.0@example.com")]
     assert set(recipients["kind"].astype(str)) == {"cc"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 3), min_size=0, max_size=3 * ROWS_PER_STATEMENT + 5),
+    batch_rows=st.integers(1, 2 * ROWS_PER_STATEMENT + 3),
+    named=st.booleans(),
+)
+def test_every_row_is_written_once_whatever_the_statement_boundaries(
+    counts: list[int], batch_rows: int, named: bool
+) -> None:
+    # Full statements of ROWS_PER_STATEMENT rows, a shorter last one, and flushes anywhere
+    # between: each message and recipient is stored once, each recipient with its own message,
+    # and a recipient with no name is NULL (not '').
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.sqlite") as store:
+        session_id = store.begin_session("assess", {})
+        source_id = store.add_source(session_id, "a.mbox", "mbox", 1, None)
+        with store.writer(session_id, batch_rows=batch_rows) as writer:
+            for i, count in enumerate(counts):
+                writer.add_message(source_id, _message(i, count, named=named), Outcome.READ)
+        messages = load_messages(store, session_id)
+        recipients = load_recipients(store, session_id)
+        raw = sqlite3.connect(Path(tmp) / "s.sqlite")
+        names = [r[0] for r in raw.execute("SELECT name FROM recipients")]
+        raw.close()
+    assert sorted(messages["item_id"], key=int) == [str(i) for i in range(len(counts))]
+    assert messages["message_row_id"].is_unique
+    # row ids follow the order the messages were added in
+    assert list(messages.sort_values("message_row_id")["item_id"]) == [
+        str(i) for i in range(len(counts))
+    ]
+    by_id = dict(zip(messages["message_row_id"], messages["item_id"], strict=True))
+    got = sorted(
+        (by_id[r], a)
+        for r, a in zip(recipients["message_row_id"], recipients["address"], strict=True)
+    )
+    want = sorted((str(i), f"r{i}.{n}@example.com") for i, c in enumerate(counts) for n in range(c))
+    assert got == want
+    if named:
+        assert all(n is not None and n.startswith("R ") for n in names)
+    else:
+        assert names == [None] * len(names)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), None]),
+    )
+)
+def test_sqlite_time_is_the_format_sqlalchemy_stores(value: datetime) -> None:
+    # SQLAlchemy's SQLite DATETIME: "YYYY-MM-DD HH:MM:SS.ffffff", in UTC for an aware value
+    as_utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    assert _sqlite_time(value) == as_utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    assert _sqlite_time(None) is None
+
+
+def test_none_still_binds_as_null_with_the_fast_adapter() -> None:
+    _bind_none_directly()
+    _bind_none_directly()  # idempotent
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a, b)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(None, 1), ("", None)])
+    assert conn.execute("SELECT a IS NULL, b IS NULL FROM t ORDER BY rowid").fetchall() == [
+        (1, 0),
+        (0, 1),
+    ]
+    conn.close()
 
 
 def test_hashes_are_cached_and_unchanged() -> None:

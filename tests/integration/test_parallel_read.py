@@ -1,0 +1,206 @@
+"""Reading many files in worker processes (pstlib.sources.parallel.read_files) and the scan on top.
+
+Every result arrives exactly once with its file, in its file's order; a worker killed mid-file costs
+that file only (recorded as a failure); workers that cannot start cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pstlib.errors import SourceError
+from pstlib.importer.session import scan
+from pstlib.models import Message
+from pstlib.sources import discover_sources
+from pstlib.sources import parallel as parallel_module
+from pstlib.sources.parallel import (
+    CHUNK_ITEMS,
+    FileDone,
+    FileEvent,
+    FileItems,
+    FileOpened,
+    _Pool,
+    read_files,
+)
+from pstlib.store import Store, load
+
+pytestmark = pytest.mark.corpus
+
+
+def _key(result: Message | SourceError) -> tuple[str, ...]:
+    if isinstance(result, SourceError):
+        return ("error", result.code, result.item or "")
+    return ("message", result.item_id, result.dedupe_key)
+
+
+@dataclass
+class FileLog:
+    """What arrived for one file: its open and done events, its results in arrival order."""
+
+    opened: list[FileOpened] = field(default_factory=list)
+    done: list[FileDone] = field(default_factory=list)
+    items: list[tuple[str, ...]] = field(default_factory=list)
+
+
+def _by_file(events: list[FileEvent]) -> dict[int, FileLog]:
+    files: dict[int, FileLog] = defaultdict(FileLog)
+    for event in events:
+        entry = files[event.index]
+        if isinstance(event, FileOpened):
+            entry.opened.append(event)
+        elif isinstance(event, FileItems):
+            entry.items.extend(_key(r) for r in event.results)
+        else:
+            entry.done.append(event)
+    return files
+
+
+@pytest.fixture(scope="module")
+def corpus_files(pst_dir: Path, mail_dir: Path) -> list[Path]:
+    return discover_sources([pst_dir, mail_dir])
+
+
+def test_workers_deliver_what_one_process_reads(corpus_files: list[Path]) -> None:
+    alone = _by_file(list(read_files(corpus_files, processes=1)))
+    events = list(read_files(corpus_files, processes=2))
+    # results travel in bounded chunks (memory stays flat whatever the file size)
+    assert max(len(e.results) for e in events if isinstance(e, FileItems)) <= CHUNK_ITEMS
+    parallel = _by_file(events)
+    assert set(parallel) == set(range(len(corpus_files)))
+    for index in range(len(corpus_files)):
+        one, many = alone[index], parallel[index]
+        # one open and one done per file, the same results in the same order
+        assert len(many.opened) == len(many.done) == 1
+        assert many.items == one.items, corpus_files[index].name
+        done = many.done[0]
+        assert done.found == len(many.items)
+        assert done.failure is None
+        opened = many.opened[0]
+        assert (opened.kind, opened.sha256) == (one.opened[0].kind, one.opened[0].sha256)
+    # the truncated PSTs fail to open in a worker as they do here
+    failed = {corpus_files[i].name for i, f in parallel.items() if f.opened[0].error}
+    assert failed == {
+        "derived_header_only_pstsdk_sample1.pst",
+        "derived_truncated_tika_testPST.pst",
+    }
+
+
+def test_a_killed_worker_costs_only_its_file(corpus_files: list[Path]) -> None:
+    # The OST (92 items) repeated: the first worker to send one of its chunks is killed. That
+    # file ends with a reader_died failure counting what arrived; every other file is whole.
+    ost = next(p for p in corpus_files if p.name == "asposenet_SampleOstFile.ost")
+    small = next(p for p in corpus_files if p.name == "tika_testPST.pst")
+    files = [ost, small, ost, small, small, ost]
+    pool = _Pool(files, 2, attachment_data=False)
+    events: list[FileEvent] = []
+    victim: int | None = None
+    for event in pool.events():
+        events.append(event)
+        if victim is None and isinstance(event, FileItems) and files[event.index] == ost:
+            victim = event.index
+            worker = next(w for w in pool.workers if w.assigned and w.assigned[0] == victim)
+            os.kill(worker.process.pid, signal.SIGKILL)
+    by_file = _by_file(events)
+    assert victim is not None and set(by_file) == set(range(len(files)))
+    for index, entry in by_file.items():
+        done = entry.done
+        assert len(done) == 1
+        items = entry.items
+        assert len(set(items)) == len(items)  # nothing twice
+        if index == victim:
+            assert done[0].failure is not None
+            assert done[0].failure.code == "reader_died"
+            assert "exit code -9" in done[0].failure.cause
+            assert done[0].found == len(items)
+        else:
+            assert done[0].failure is None
+            assert len(items) == (92 if files[index] == ost else 7)
+
+
+def test_workers_that_cannot_start_leave_the_reading_here(
+    corpus_files: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(
+        parallel_module, "_WORKER_CODE", "import sys; sys.exit(3)  # {path}{task}{result}{data}"
+    )
+    files = [p for p in corpus_files if p.suffix == ".pst"][:5]
+    with caplog.at_level(logging.WARNING, logger="pstlib.sources.parallel"):
+        parallel = _by_file(list(read_files(files, processes=2)))
+    alone = _by_file(list(read_files(files, processes=1)))
+    assert {i: f.items for i, f in parallel.items()} == {i: f.items for i, f in alone.items()}
+    assert all(f.done[0].failure is None for f in parallel.values())
+    assert "failed to start (exit code 3)" in caplog.text
+
+
+def test_scan_records_the_same_session_with_workers_or_without(
+    corpus_files: list[Path], tmp_path: Path
+) -> None:
+    def recorded(processes: int) -> tuple[object, ...]:
+        with Store.open(tmp_path / f"s{processes}.sqlite") as store:
+            session_id = scan(corpus_files, store, processes=processes)
+            sources = load.load_sources(store, session_id)
+            path_of = dict(zip(sources["source_id"], sources["path"], strict=True))
+            messages = load.load_messages(store, session_id)
+            errors = load.load_errors(store, session_id)
+            return (
+                sorted(
+                    (path_of[s], i, k, c)
+                    for s, i, k, c in zip(
+                        messages["source_id"],
+                        messages["item_id"],
+                        messages["dedupe_key"],
+                        messages["content_sha256"],
+                        strict=True,
+                    )
+                ),
+                sorted(
+                    (str(path_of.get(s)), c, str(i))
+                    for s, c, i in zip(
+                        errors["source_id"], errors["code"], errors["item"], strict=True
+                    )
+                ),
+                sorted(
+                    zip(
+                        sources["path"],
+                        sources["status"],
+                        sources["items_found"],
+                        sources["sha256"].astype(str),
+                        strict=True,
+                    )
+                ),
+            )
+
+    alone, parallel = recorded(1), recorded(2)
+    assert len(parallel[0]) == 3774  # every message of the corpus, once
+    assert parallel == alone
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_scan_records_what_readers_only_warn_about(tmp_path: Path, processes: int) -> None:
+    # Two mbox files (so that workers read them when processes=2); the second message of
+    # b.mbox has a date no parser understands: it is read, and its bad_date is an error row.
+    good = "From a@example.com Mon Jan  1 00:00:00 2024\nFrom: a@example.com\nSubject: ok\n"
+    good += "Date: Mon, 1 Jan 2024 10:00:00 +0000\nMessage-ID: <ok-{n}@example.com>\n\nbody\n\n"
+    (tmp_path / "a.mbox").write_text(good.format(n=1))
+    bad = "From b@example.com Mon Jan  1 00:00:00 2024\nFrom: b@example.com\nSubject: bad\n"
+    bad += "Date: the day after tomorrow\nMessage-ID: <bad@example.com>\n\nbody\n\n"
+    (tmp_path / "b.mbox").write_text(good.format(n=2) + bad)
+    with Store.open(tmp_path / "s.sqlite") as store:
+        session_id = scan([tmp_path / "a.mbox", tmp_path / "b.mbox"], store, processes=processes)
+        messages = load.load_messages(store, session_id)
+        errors = load.load_errors(store, session_id)
+    assert sorted(messages["internet_message_id"]) == [
+        "<bad@example.com>",
+        "<ok-1@example.com>",
+        "<ok-2@example.com>",
+    ]
+    (row,) = errors.itertuples()
+    assert row.code == "bad_date" and row.stage == "read"
+    assert str(row.file).endswith("b.mbox") and "the day after tomorrow" in row.cause
