@@ -20,8 +20,7 @@ MESSAGE_COLUMNS = [
     "references", "conversation_topic", "conversation_index", "subject", "sender_address",
     "sender_name", "sent_at_utc", "received_at_utc", "size_bytes", "attachment_count",
     "message_class", "item_kind", "importance", "folder_path", "folder_role", "direction",
-    "list_id", "list_unsubscribe", "auto_submitted", "precedence", "outcome", "outcome_detail",
-    "duplicate_of", "processed_at_utc",
+    "list_id", "list_unsubscribe", "auto_submitted", "precedence", "outcome", "processed_at_utc",
 ]  # fmt: skip
 
 
@@ -53,10 +52,9 @@ def mail_frames(
     """
     session_id = session_id or latest_session(store)
     session = store.get_session(session_id)
-    messages = load.load_messages(store, session_id, columns=MESSAGE_COLUMNS)
+    messages, recipients = load.load_mail(store, session_id, columns=MESSAGE_COLUMNS)
     if mail_only:
         messages = messages[messages["item_kind"].isin(["mail", "meeting", "report"])]
-    recipients = load.load_recipients(store, session_id)
     recipients = recipients[recipients["message_row_id"].isin(messages["message_row_id"])]
     owner = session.get("mailbox_owner")
     return MailFrames(session_id, str(owner) if owner else None, messages, recipients)

@@ -12,15 +12,18 @@ import json
 import random
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy import sparse  # type: ignore[import-untyped]
 
 from pstlib.analytics.imports import require_columns
+from pstlib.analytics.threading import address_codes
 from pstlib.errors import PstlibError
 
 __all__ = [
@@ -38,6 +41,7 @@ STRENGTH_WEIGHTS: dict[str, float] = {"volume": 0.5, "reciprocity": 0.3, "recenc
 EXACT_BETWEENNESS_MAX_NODES = 2000
 BETWEENNESS_SAMPLES = 256
 GraphFormat = Literal["graphml", "gexf", "json"]
+I64 = npt.NDArray[np.int64]
 
 
 def _iso(values: pd.Series) -> pd.Series:
@@ -52,11 +56,14 @@ def build_graph(messages: pd.DataFrame, recipients: pd.DataFrame) -> nx.DiGraph:
     ``messages`` needs ``message_row_id, sender_address, sent_at_utc`` (``sender_name`` names the
     nodes when present); ``recipients`` needs ``message_row_id, kind, address``. Addresses are
     lower-cased; a message to oneself adds no edge; a recipient listed twice on one message counts
-    once.
+    once. ``message_row_id`` is the store's key: unique in ``messages``.
 
     Edge attributes: ``weight`` (messages), ``to_count, cc_count, bcc_count``,
     ``first_at_utc, last_at_utc`` (ISO strings). Node attributes: ``name`` (the display name seen
     most, else ""), ``domain``, ``messages_sent`` and ``messages_received`` (messages, not edges).
+
+    Everything is aggregated on integer codes first (addresses normalised once per distinct
+    value, message positions instead of joins), so networkx is handed one finished edge list.
     """
     require_columns("build_graph", messages, ["message_row_id", "sender_address", "sent_at_utc"])
     require_columns("build_graph", recipients, ["message_row_id", "kind", "address"])
@@ -64,46 +71,47 @@ def build_graph(messages: pd.DataFrame, recipients: pd.DataFrame) -> nx.DiGraph:
     if "received_at_utc" in messages.columns:
         when = when.fillna(messages["received_at_utc"])
     # addresses as integer codes in sorted order (so sorting codes sorts the addresses)
-    source_text = messages["sender_address"].astype("string").str.strip().str.lower()
-    target_text = recipients["address"].astype("string").str.strip().str.lower()
-    codes, addresses = pd.factorize(
-        pd.concat([source_text, target_text], ignore_index=True), sort=True
+    source_raw, source_names = address_codes(messages["sender_address"])
+    target_raw, target_names = address_codes(recipients["address"])
+    labels = np.unique(
+        np.concatenate([source_names.to_numpy(object), target_names.to_numpy(object)])
     )
-    source_code, target_code = codes[: len(source_text)], codes[len(source_text) :]
+    source = _recode(source_raw, source_names, labels)
+    target = _recode(target_raw, target_names, labels)
     # microseconds since the epoch (mail dates run from year 1 to 9999; nanoseconds overflow)
-    stamp = pd.DatetimeIndex(when.to_numpy()).as_unit("us").asi8  # NaT: the smallest int64
-    sent = pd.DataFrame(
-        {
-            "message_row_id": messages["message_row_id"].to_numpy(np.int64),
-            "source": source_code,
-            "at": stamp,
-        }
-    ).loc[lambda d: d["source"] >= 0]
-    kind = recipients["kind"].astype("string").str.lower()
-    edges_long = (
-        pd.DataFrame(
-            {
-                "message_row_id": recipients["message_row_id"].to_numpy(np.int64),
-                "target": target_code,
-                "to": (kind == "to").fillna(False).to_numpy(np.int64),
-                "cc": (kind == "cc").fillna(False).to_numpy(np.int64),
-                "bcc": (kind == "bcc").fillna(False).to_numpy(np.int64),
-            }
-        )
-        .loc[lambda d: d["target"] >= 0]
-        .drop_duplicates(["message_row_id", "target"])
-        .merge(sent, on="message_row_id")
-        .loc[lambda d: d["source"] != d["target"]]
+    stamp = pd.DatetimeIndex(when.array).as_unit("us").asi8  # NaT: the smallest int64
+    # one row per (message, recipient) of a known sender: the first listing of each recipient
+    at = pd.Index(messages["message_row_id"].to_numpy(np.int64)).get_indexer(
+        recipients["message_row_id"].to_numpy(np.int64)
     )
-    nat = np.iinfo(np.int64).min
+    kind_code, kinds = pd.factorize(recipients["kind"])
+    kind = pd.Series(np.asarray(kinds, dtype=object), dtype="string").str.lower()
+
+    def kind_is(name: str) -> I64:
+        flag = np.append((kind == name).fillna(False).to_numpy(np.int64), 0)
+        return flag[np.where(kind_code >= 0, kind_code, len(kind))]
+
+    listed = np.flatnonzero((target >= 0) & (at >= 0))
+    key = at[listed] * len(labels) + target[listed]
+    listed = listed[~pd.Series(key).duplicated().to_numpy()]
+    listed = listed[(source[at[listed]] >= 0) & (source[at[listed]] != target[listed])]
+    msg = at[listed]
+    long = pd.DataFrame(
+        {
+            "pair": source[msg] * len(labels) + target[listed],
+            "at_first": np.where(
+                stamp[msg] == np.iinfo(np.int64).min, np.iinfo(np.int64).max, stamp[msg]
+            ),
+            "at_last": stamp[msg],
+            "to": kind_is("to")[listed],
+            "cc": kind_is("cc")[listed],
+            "bcc": kind_is("bcc")[listed],
+        }
+    )
     edges = (
-        edges_long.assign(
-            at_first=lambda d: d["at"].where(d["at"] != nat, np.iinfo(np.int64).max),
-            at_last=lambda d: d["at"],
-        )
-        .groupby(["source", "target"], sort=True)
+        long.groupby("pair", sort=True)
         .agg(
-            weight=("message_row_id", "size"),
+            weight=("pair", "size"),
             first=("at_first", "min"),
             last=("at_last", "max"),
             to_count=("to", "sum"),
@@ -112,22 +120,30 @@ def build_graph(messages: pd.DataFrame, recipients: pd.DataFrame) -> nx.DiGraph:
         )
         .reset_index()
     )
-    received = edges_long.drop_duplicates(["target", "message_row_id"]).groupby("target").size()
-    order = pd.unique(np.concatenate([sent["source"].to_numpy(), edges_long["target"].to_numpy()]))
-    labels = np.asarray(addresses.astype(object))
-    nodes = pd.DataFrame(index=pd.Index(labels[order], name="address"))
-    nodes = nodes.assign(
-        name=_names(messages).reindex(nodes.index).fillna("").astype(str),
-        domain=[str(a).rpartition("@")[2] for a in nodes.index],
-        messages_sent=sent.groupby("source").size().reindex(order, fill_value=0).to_numpy(),
-        messages_received=received.reindex(order, fill_value=0).to_numpy(),
-    ).astype({"messages_sent": "int64", "messages_received": "int64"})
+    # nodes: senders in message order, then recipients in listing order
+    sent = source[source >= 0]
+    order = pd.unique(np.concatenate([sent, target[listed]]))
+    names = _names(messages, source, labels)
     graph = nx.DiGraph()
     graph.add_nodes_from(
-        (address, _plain(row)) for address, row in zip(
-            nodes.index, nodes.to_dict("records"), strict=True
+        (
+            address,
+            {
+                "name": name,
+                "domain": _xml_text(address.rpartition("@")[2]),
+                "messages_sent": int(out),
+                "messages_received": int(into),
+            },
+        )
+        for address, name, out, into in zip(
+            labels[order].tolist(),
+            names[order].tolist(),
+            np.bincount(sent, minlength=len(labels))[order].tolist(),
+            np.bincount(target[listed], minlength=len(labels))[order].tolist(),
+            strict=True,
         )
     )
+    pair = edges["pair"].to_numpy(np.int64)
     first, last = _iso_us(edges["first"].to_numpy()), _iso_us(edges["last"].to_numpy())
     graph.add_edges_from(
         (
@@ -143,8 +159,8 @@ def build_graph(messages: pd.DataFrame, recipients: pd.DataFrame) -> nx.DiGraph:
             },
         )
         for source, target, weight, to, cc, bcc, f, la in zip(
-            labels[edges["source"].to_numpy()].tolist(),
-            labels[edges["target"].to_numpy()].tolist(),
+            labels[pair // len(labels)].tolist(),
+            labels[pair % len(labels)].tolist(),
             edges["weight"].tolist(),
             edges["to_count"].tolist(),
             edges["cc_count"].tolist(),
@@ -155,6 +171,15 @@ def build_graph(messages: pd.DataFrame, recipients: pd.DataFrame) -> nx.DiGraph:
         )
     )
     return graph
+
+
+def _recode(codes: I64, names: pd.Series, labels: npt.NDArray[np.object_]) -> I64:
+    """Codes into ``names`` as codes into the sorted ``labels`` (-1 stays -1)."""
+    position = np.searchsorted(labels, names.to_numpy(object)).astype(np.int64)
+    out = np.full(len(codes), -1, dtype=np.int64)
+    known = codes >= 0
+    out[known] = position[codes[known]]
+    return out
 
 
 def _iso_us(stamps: npt.NDArray[np.int64]) -> list[str]:
@@ -190,33 +215,61 @@ def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def _names(messages: pd.DataFrame) -> pd.Series:
+def _names(
+    messages: pd.DataFrame, source: I64, labels: npt.NDArray[np.object_]
+) -> npt.NDArray[Any]:
+    """The display name each address sends under most (ties: the one seen last), "" for none;
+    one per label, XML-safe."""
+    names = np.full(len(labels), "", dtype=object)
     if "sender_name" not in messages.columns:
-        return pd.Series(dtype=object)
-    frame = pd.DataFrame(
-        {
-            "address": messages["sender_address"].astype("string").str.strip().str.lower(),
-            "name": messages["sender_name"].astype("string").str.strip(),
-        }
-    ).dropna()
-    counts = frame[frame["name"] != ""].value_counts().rename("n").reset_index()
-    return (
-        counts.sort_values(["address", "n"], ascending=[True, False], kind="stable")
-        .drop_duplicates("address")
-        .set_index("address")["name"]
-        .astype(object)
-    )
+        return names
+    text = messages["sender_name"].astype("string").str.strip()
+    name_code, distinct = pd.factorize(text.mask(text == ""))
+    usable = np.flatnonzero((source >= 0) & (name_code >= 0))
+    if not len(usable):
+        return names
+    width = len(distinct)
+    key = source[usable] * width + name_code[usable]
+    # per (address, name): how often, and the last row it was seen on
+    pairs, counts = np.unique(key, return_counts=True)
+    _, reverse_first = np.unique(key[::-1], return_index=True)
+    last_seen = usable[len(key) - 1 - reverse_first]
+    address, name = pairs // width, pairs % width
+    best = np.lexsort((-last_seen, -counts, address))
+    best = best[np.append(True, address[best][1:] != address[best][:-1])]
+    names[address[best]] = [
+        _xml_text(str(v)) for v in np.asarray(distinct, dtype=object)[name[best]]
+    ]
+    return names
 
 
 def _edge_frame(graph: nx.DiGraph) -> pd.DataFrame:
+    """``source, target, weight, first_at_utc, last_at_utc`` of every edge, in one pass."""
     columns = ["source", "target", "weight", "first_at_utc", "last_at_utc"]
     if graph.number_of_edges() == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    frame = cast(pd.DataFrame, nx.to_pandas_edgelist(graph))
-    for column in ("first_at_utc", "last_at_utc"):
-        if column not in frame.columns:
-            frame[column] = ""
-    return frame[columns]
+    rows = [
+        (u, v, d.get("weight", np.nan), d.get("first_at_utc", ""), d.get("last_at_utc", ""))
+        for u, v, d in graph.edges(data=True)
+    ]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def _adjacency(graph: nx.DiGraph, nodes: list[Any]) -> tuple[I64, I64, npt.NDArray[np.float64]]:
+    """Every edge as (row, column, weight) positions in ``nodes``, in ``graph.edges`` order (the
+    order networkx's own sparse matrices are built in, so results match them exactly); one pass
+    over the edges for all of :func:`find_hubs`."""
+    index = {v: i for i, v in enumerate(nodes)}
+    triples = [(index[u], index[v], w) for u, v, w in graph.edges(data="weight", default=1)]
+    if not triples:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    row, col, weight = zip(*triples, strict=True)
+    return (
+        np.asarray(row, dtype=np.int64),
+        np.asarray(col, dtype=np.int64),
+        np.asarray(weight, dtype=np.float64),
+    )
 
 
 def relationship_strength(
@@ -242,8 +295,17 @@ def relationship_strength(
     graph = source if isinstance(source, nx.DiGraph) else build_graph(*source)
     edges = _edge_frame(graph)
     columns = [
-        "address_a", "address_b", "messages_a_to_b", "messages_b_to_a", "message_count",
-        "first_at_utc", "last_at_utc", "days_since_last", "volume_score", "reciprocity", "recency",
+        "address_a",
+        "address_b",
+        "messages_a_to_b",
+        "messages_b_to_a",
+        "message_count",
+        "first_at_utc",
+        "last_at_utc",
+        "days_since_last",
+        "volume_score",
+        "reciprocity",
+        "recency",
         "strength",
     ]
     if edges.empty:
@@ -284,8 +346,11 @@ def relationship_strength(
     )
     strength = sum(
         STRENGTH_WEIGHTS[k] * scored[c]
-        for k, c in (("volume", "volume_score"), ("reciprocity", "reciprocity"),
-                     ("recency", "recency"))
+        for k, c in (
+            ("volume", "volume_score"),
+            ("reciprocity", "reciprocity"),
+            ("recency", "recency"),
+        )
     )
     return (
         scored.assign(strength=strength)
@@ -309,8 +374,15 @@ def find_hubs(
     ``weighted_out_degree`` (messages sent, counted per recipient), ``betweenness, pagerank``.
     """
     columns = [
-        "address", "name", "degree", "in_degree", "out_degree", "weighted_in_degree",
-        "weighted_out_degree", "betweenness", "pagerank",
+        "address",
+        "name",
+        "degree",
+        "in_degree",
+        "out_degree",
+        "weighted_in_degree",
+        "weighted_out_degree",
+        "betweenness",
+        "pagerank",
     ]
     if graph.number_of_nodes() == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -320,20 +392,25 @@ def find_hubs(
         k = None
     else:
         k = min(betweenness_samples or BETWEENNESS_SAMPLES, n)
-    betweenness = _betweenness(graph, nodes, k, seed)
-    pagerank = nx.pagerank(graph, weight="weight") if graph.number_of_edges() else {}
-    undirected_degree = dict(graph.to_undirected(as_view=True).degree())
+    row, col, weight = _adjacency(graph, nodes)
+    betweenness = _betweenness(graph, nodes, k, seed, row, col)
+    pagerank = _pagerank(row, col, weight, n)
+    # distinct correspondents either way (a self-loop counts twice, as networkx counts it)
+    low, high = np.minimum(row, col), np.maximum(row, col)
+    pair = pd.unique(low * n + high)
+    low, high = pair // n, pair % n
+    degree = np.bincount(low, minlength=n) + np.bincount(high, minlength=n)
     frame = pd.DataFrame(
         {
             "address": nodes,
             "name": [str(graph.nodes[v].get("name", "")) for v in nodes],
-            "degree": [undirected_degree[v] for v in nodes],
-            "in_degree": [d for _, d in graph.in_degree(nodes)],
-            "out_degree": [d for _, d in graph.out_degree(nodes)],
-            "weighted_in_degree": [d for _, d in graph.in_degree(nodes, weight="weight")],
-            "weighted_out_degree": [d for _, d in graph.out_degree(nodes, weight="weight")],
-            "betweenness": [betweenness.get(v, 0.0) for v in nodes],
-            "pagerank": [pagerank.get(v, 1.0 / n) for v in nodes],
+            "degree": degree.astype(np.int64),
+            "in_degree": np.bincount(col, minlength=n).astype(np.int64),
+            "out_degree": np.bincount(row, minlength=n).astype(np.int64),
+            "weighted_in_degree": np.bincount(col, weights=weight, minlength=n),
+            "weighted_out_degree": np.bincount(row, weights=weight, minlength=n),
+            "betweenness": betweenness,
+            "pagerank": pagerank,
         }
     ).astype({"weighted_in_degree": "int64", "weighted_out_degree": "int64"})
     return frame.sort_values(["pagerank", "address"], ascending=[False, True]).reset_index(
@@ -341,7 +418,9 @@ def find_hubs(
     )
 
 
-def _betweenness(graph: nx.DiGraph, nodes: list[Any], k: int | None, seed: int) -> dict[Any, float]:
+def _betweenness(
+    graph: nx.DiGraph, nodes: list[Any], k: int | None, seed: int, row: I64, col: I64
+) -> npt.NDArray[np.float64]:
     """``nx.betweenness_centrality(graph, k=k, seed=seed, normalized=True)``, computed as Brandes'
     algorithm over a batch of sources at once: one sparse matrix product per BFS level forward
     (path counts) and one per level back (dependencies), instead of a Python loop over every
@@ -356,9 +435,8 @@ def _betweenness(graph: nx.DiGraph, nodes: list[Any], k: int | None, seed: int) 
         position = {v: i for i, v in enumerate(nodes)}
         sampled = random.Random(seed).sample(list(graph.nodes()), k)
         sources = np.fromiter((position[v] for v in sampled), dtype=np.int64, count=k)
-    adjacency = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight=None, format="csr")
-    adjacency.data[:] = 1.0
-    forward = adjacency.astype(np.float64)
+    forward = sparse.coo_array((np.ones(len(row)), (row, col)), shape=(n, n)).tocsr()
+    forward.data[:] = 1.0
     backward = forward.T.tocsr()
     total = np.zeros(n)
     batch = max(1, min(256, 4_000_000 // max(n, 1)))
@@ -400,33 +478,232 @@ def _betweenness(graph: nx.DiGraph, nodes: list[Any], k: int | None, seed: int) 
     scale = np.full(n, scale_rest)
     if k is not None:
         scale[sources] = scale_source
-    return dict(zip(nodes, (total * scale).tolist(), strict=True))
+    result: npt.NDArray[np.float64] = total * scale
+    return result
 
 
-def find_communities(
-    graph: nx.DiGraph, seed: int = 0, *, resolution: float = 1.0
-) -> pd.DataFrame:
+def _pagerank(
+    row: I64, col: I64, weight: npt.NDArray[np.float64], n: int, alpha: float = 0.85
+) -> npt.NDArray[np.float64]:
+    """``nx.pagerank(graph, weight="weight")`` (networkx's own SciPy power iteration, step for
+    step: same matrix, same updates, same stopping rule) on the adjacency already built, rather
+    than a second pass of networkx over every edge; 1/n each for a graph without edges."""
+    if len(row) == 0:
+        return np.full(n, 1.0 / n)
+    matrix = sparse.coo_array((weight, (row, col)), shape=(n, n), dtype=float).tocsr()
+    out_weight = matrix.sum(axis=1)
+    out_weight[out_weight != 0] = 1.0 / out_weight[out_weight != 0]
+    matrix = sparse.dia_array((out_weight.T, 0), shape=matrix.shape).tocsr() @ matrix
+    x = np.repeat(1.0 / n, n)
+    p = np.repeat(1.0 / n, n)
+    dangling = np.where(out_weight == 0)[0]
+    for _ in range(100):
+        last = x
+        x = alpha * (x @ matrix + sum(x[dangling]) * p) + (1 - alpha) * p
+        if np.absolute(x - last).sum() < n * 1.0e-6:
+            return np.asarray(x, dtype=np.float64)
+    raise nx.PowerIterationFailedConvergence(100)
+
+
+def find_communities(graph: nx.DiGraph, seed: int = 0, *, resolution: float = 1.0) -> pd.DataFrame:
     """Groups of addresses that mostly write to each other (Louvain, seeded).
 
-    Runs :func:`networkx.community.louvain_communities` on the undirected graph whose edge weight
-    is the messages both ways. Returns ``address, community_id`` (0 = the largest community, then
+    The communities of :func:`networkx.community.louvain_communities` (default threshold) on the
+    undirected graph whose edge weight is the messages both ways, with the same ``seed``: the
+    same algorithm making the same moves in the same order (:func:`_louvain`), with the graph
+    kept as integer arrays. Returns ``address, community_id`` (0 = the largest community, then
     by size and first address), ``community_size``, sorted by community then address.
     """
-    undirected = nx.Graph()
-    undirected.add_nodes_from(graph.nodes)
-    for u, v, w in graph.edges(data="weight", default=1):
-        if undirected.has_edge(u, v):
-            undirected[u][v]["weight"] += w
-        else:
-            undirected.add_edge(u, v, weight=w)
-    groups = nx.community.louvain_communities(
-        undirected, weight="weight", resolution=resolution, seed=seed
+    nodes = list(graph.nodes)
+    n = len(nodes)
+    row, col, weight = _adjacency(graph, nodes)
+    # the undirected graph: messages both ways summed, each pair where networkx first meets it
+    pair = np.minimum(row, col) * n + np.maximum(row, col)
+    group, first = _first_seen(pair)
+    summed = np.bincount(group, weights=weight, minlength=len(first)).astype(np.float64)
+    groups = _louvain(n, row[first], col[first], summed, seed=seed, resolution=resolution)
+    labels = np.asarray([*nodes, None], dtype=object)[:n]  # (a 1-d array even of tuples)
+    ordered = sorted(
+        (sorted(map(str, labels[sorted(g)].tolist())) for g in groups),
+        key=lambda g: (-len(g), g[0]),
     )
-    ordered = sorted((sorted(map(str, g)) for g in groups), key=lambda g: (-len(g), g[0]))
     rows = [(address, i, len(g)) for i, g in enumerate(ordered) for address in g]
     return pd.DataFrame(rows, columns=["address", "community_id", "community_size"]).astype(
         {"community_id": "int64", "community_size": "int64"}
     )
+
+
+def _first_seen(keys: I64) -> tuple[I64, I64]:
+    """Each key's group (numbered in order of first appearance) and where each group first is."""
+    codes, _ = pd.factorize(keys)
+    first = np.flatnonzero(~pd.Series(codes).duplicated().to_numpy())
+    return codes.astype(np.int64), first
+
+
+@dataclass(frozen=True)
+class _Level:
+    """An undirected weighted graph of nodes ``0..n-1`` as networkx would hold it: ``source,
+    target, weight`` one entry per neighbour (a self-loop once), each node's neighbours in the
+    order their edges were added; ``edges`` the positions of ``graph.edges()`` (each edge once,
+    from its first node)."""
+
+    n: int
+    source: I64
+    target: I64
+    weight: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, n: int, a: I64, b: I64, weight: npt.NDArray[np.float64]) -> _Level:
+        """The graph made by adding the edges ``(a[i], b[i], weight[i])`` in order."""
+        loop = a == b
+        order_of_edge = np.arange(len(a))
+        source = np.concatenate([a, b[~loop]])
+        target = np.concatenate([b, a[~loop]])
+        added = np.concatenate([order_of_edge, order_of_edge[~loop]])
+        order = np.lexsort((added, source))
+        return cls(n, source[order], target[order], np.concatenate([weight, weight[~loop]])[order])
+
+    def edges(self) -> tuple[I64, I64, npt.NDArray[np.float64]]:
+        keep = self.target >= self.source
+        return self.source[keep], self.target[keep], self.weight[keep]
+
+    def degrees(self) -> npt.NDArray[np.float64]:
+        """``graph.degree(weight="weight")``: neighbour weights in order, a self-loop twice."""
+        degree = np.bincount(self.source, weights=self.weight, minlength=self.n).astype(np.float64)
+        loop = self.source == self.target
+        degree[self.source[loop]] += self.weight[loop]
+        return degree
+
+
+def _modularity(level: _Level, communities: list[set[int]], resolution: float) -> float:
+    """:func:`networkx.community.modularity` of ``communities`` on ``level``, vectorised (it
+    decides only when Louvain stops: the gain against ``threshold``)."""
+    degree = level.degrees()
+    deg_sum = float(np.sum(degree))
+    community = np.empty(level.n, dtype=np.int64)
+    for i, members in enumerate(communities):
+        community[list(members)] = i
+    a, b, weight = level.edges()
+    inside = community[a] == community[b]
+    internal = np.bincount(community[a][inside], weights=weight[inside], minlength=len(communities))
+    degree_sum = np.bincount(community, weights=degree, minlength=len(communities))
+    contribution = internal / (deg_sum / 2) - resolution * degree_sum * degree_sum / deg_sum**2
+    return float(np.sum(contribution))
+
+
+def _louvain(
+    n: int,
+    a: I64,
+    b: I64,
+    weight: npt.NDArray[np.float64],
+    *,
+    seed: int,
+    resolution: float = 1.0,
+    threshold: float = 1e-7,
+) -> list[set[int]]:
+    """``networkx.community.louvain_communities`` of the undirected graph on nodes ``0..n-1``
+    made by adding the edges ``(a[i], b[i], weight[i])`` in order, the same ``seed``.
+
+    networkx's algorithm step for step (its ``louvain_partitions``, ``_one_level`` and
+    ``_gen_graph``: same random node order, same neighbour order, same gains, same ties), so the
+    communities are its own; the graph is held in integer arrays and each level's aggregation is
+    vectorised instead of a networkx graph rebuilt edge by edge. Only the modularity that decides
+    when to stop is summed in another order.
+    """
+    partition: list[set[int]] = [{u} for u in range(n)]
+    if len(a) == 0:
+        return partition
+    rng = random.Random(seed)
+    original = _Level.of(n, a, b, weight)
+    mod = _modularity(original, partition, resolution)
+    level = _Level.of(n, *original.edges())  # louvain_partitions works on a copy
+    m = sum(level.degrees().tolist()) / 2
+    members: list[set[int]] = [{u} for u in range(n)]  # original nodes under each level node
+    partition, inner, improvement = _one_level(level, m, partition, members, resolution, rng)
+    improvement = True
+    while improvement:
+        found = [set(s) for s in partition]
+        new_mod = _modularity(level, inner, resolution)
+        if new_mod - mod <= threshold:
+            return found
+        mod = new_mod
+        level, members = _aggregate(level, inner, members)
+        partition, inner, improvement = _one_level(level, m, partition, members, resolution, rng)
+    return found  # no node moved at the last level: its partition is the one found before
+
+
+def _aggregate(
+    level: _Level, inner: list[set[int]], members: list[set[int]]
+) -> tuple[_Level, list[set[int]]]:
+    """networkx's ``_gen_graph``: a node per community, edge weights summed in edge order; and
+    the original nodes under each new node."""
+    community = np.empty(level.n, dtype=np.int64)
+    for i, part in enumerate(inner):
+        community[list(part)] = i
+    a, b, weight = level.edges()
+    ca, cb = community[a], community[b]
+    group, first = _first_seen(np.minimum(ca, cb) * len(inner) + np.maximum(ca, cb))
+    summed = np.bincount(group, weights=weight, minlength=len(first)).astype(np.float64)
+    gathered = [set().union(*(members[u] for u in part)) for part in inner]
+    return _Level.of(len(inner), ca[first], cb[first], summed), gathered
+
+
+def _one_level(
+    level: _Level,
+    m: float,
+    partition: list[set[int]],
+    members: list[set[int]],
+    resolution: float,
+    rng: random.Random,
+) -> tuple[list[set[int]], list[set[int]], bool]:
+    """networkx's ``_one_level`` (undirected): move nodes, in a seeded random order, to the
+    neighbouring community with the largest modularity gain until none moves."""
+    n = level.n
+    node2com = list(range(n))
+    inner: list[set[int]] = [{u} for u in range(n)]
+    degrees = level.degrees().tolist()
+    stot = list(degrees)
+    not_loop = level.source != level.target
+    bounds = np.searchsorted(level.source[not_loop], np.arange(n + 1)).tolist()
+    nbr_all = level.target[not_loop].tolist()
+    wt_all = level.weight[not_loop].tolist()
+    nbrs = [
+        (nbr_all[bounds[u] : bounds[u + 1]], wt_all[bounds[u] : bounds[u + 1]]) for u in range(n)
+    ]
+    rand_nodes = list(range(n))
+    rng.shuffle(rand_nodes)
+    scale = 2 * m**2
+    nb_moves = 1
+    improvement = False
+    while nb_moves > 0:
+        nb_moves = 0
+        for u in rand_nodes:
+            best_mod = 0.0
+            best_com = node2com[u]
+            weights2com: dict[int, float] = {}
+            for nbr, wt in zip(*nbrs[u], strict=True):
+                com = node2com[nbr]
+                weights2com[com] = weights2com.get(com, 0.0) + wt
+            degree = degrees[u]
+            stot[best_com] -= degree
+            own = weights2com.setdefault(best_com, 0.0)
+            remove_cost = -own / m + resolution * (stot[best_com] * degree) / scale
+            for nbr_com, wt in weights2com.items():
+                gain = remove_cost + wt / m - resolution * (stot[nbr_com] * degree) / scale
+                if gain > best_mod:
+                    best_mod = gain
+                    best_com = nbr_com
+            stot[best_com] += degree
+            if best_com != node2com[u]:
+                com_nodes = members[u]
+                partition[node2com[u]].difference_update(com_nodes)
+                inner[node2com[u]].remove(u)
+                partition[best_com].update(com_nodes)
+                inner[best_com].add(u)
+                improvement = True
+                nb_moves += 1
+                node2com[u] = best_com
+    return [p for p in partition if p], [p for p in inner if p], improvement
 
 
 def export_graph(graph: nx.DiGraph, path: Path | str, fmt: GraphFormat = "graphml") -> Path:

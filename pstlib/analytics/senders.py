@@ -17,7 +17,13 @@ import pandas as pd
 from scipy import stats  # type: ignore[import-untyped]
 
 from pstlib.analytics.imports import require_columns
-from pstlib.analytics.threading import flag_automated_messages, reply_pairs, thread_messages
+from pstlib.analytics.threading import (
+    address_codes,
+    distinct_value_flags,
+    flag_automated_messages,
+    reply_pairs,
+    thread_messages,
+)
 from pstlib.models import SENDER_CLASSES
 
 __all__ = [
@@ -68,6 +74,7 @@ THREAD_INPUT = [
     "conversation_topic",
 ]
 FloatArray = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,8 @@ def _utc(value: object) -> pd.Timestamp:
 
 
 def _domain(addresses: pd.Series) -> pd.Series:
-    return addresses.astype("string").str.rpartition("@")[2].str.lower()
+    # (the part after the last "@", the whole address without one; rpartition fails when empty)
+    return addresses.astype("string").str.rsplit("@", n=1).str[-1].astype("string").str.lower()
 
 
 def _when(messages: pd.DataFrame) -> pd.Series:
@@ -140,23 +148,62 @@ def _threads_and_pairs(
     return threads, pairs
 
 
-def _messages_to(
-    messages: pd.DataFrame, recipients: pd.DataFrame | None, owner: str | None
-) -> pd.DataFrame:
-    """The owner's mail per recipient: ``address, message_row_id, thread_id-less rows``."""
-    if recipients is None or owner is None:
-        return pd.DataFrame({"address": pd.Series(dtype="string"),
-                             "message_row_id": pd.Series(dtype="int64")})
-    require_columns("profile_senders", recipients, ["message_row_id", "address"])
-    sender = messages["sender_address"].astype("string").str.strip().str.lower()
-    own = messages.loc[(sender == owner).fillna(False).to_numpy(), ["message_row_id"]]
-    return (
-        recipients[["message_row_id", "address"]]
-        .assign(address=lambda d: d["address"].astype("string").str.strip().str.lower())
-        .merge(own, on="message_row_id")
-        .loc[lambda d: d["address"] != owner]
-        .drop_duplicates()
-    )
+@dataclass(frozen=True)
+class _Senders:
+    """Every message's sender as a code into ``addresses`` (normalised, sorted; -1: none), worked
+    out once and shared by the features, the names and the trends.
+
+    Per-sender sums then are ``np.bincount`` over the codes rather than group-bys over a million
+    address strings, and sorted codes keep the address order a group-by on the text would give.
+    """
+
+    code: I64
+    addresses: pd.Index
+    owner: int  # the owner's code, -1 when unknown or not a sender
+
+    @classmethod
+    def of(cls, messages: pd.DataFrame, owner: str | None) -> _Senders:
+        raw, distinct = address_codes(messages["sender_address"])
+        order = np.argsort(distinct.to_numpy(object), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        code = np.where(raw >= 0, rank[np.maximum(raw, 0)] if len(rank) else 0, -1)
+        addresses = pd.Index(distinct.to_numpy(object)[order], name="sender_address")
+        at = addresses.get_indexer([owner]) if owner is not None else np.array([-1])
+        return cls(code.astype(np.int64), addresses, int(at[0]))
+
+    def codes_of(self, values: pd.Series) -> I64:
+        """Codes of other addresses (recipients) in this sender space (-1: never a sender)."""
+        raw, distinct = address_codes(values)
+        known = self.addresses.get_indexer(pd.Index(distinct.to_numpy(object))).astype(np.int64)
+        return np.where(raw >= 0, known[np.maximum(raw, 0)] if len(known) else -1, -1)
+
+    def others(self) -> npt.NDArray[np.bool_]:
+        """Which codes are senders other than the owner (the rows of every per-sender result)."""
+        keep = np.ones(len(self.addresses), dtype=bool)
+        if self.owner >= 0:
+            keep[self.owner] = False
+        return keep
+
+
+def _thread_codes(messages: pd.DataFrame, threads: pd.DataFrame) -> I64:
+    """Each message's thread as an integer (-1: none), matched by ``message_row_id``."""
+    codes, _ = pd.factorize(threads["thread_id"])
+    ids = messages["message_row_id"].to_numpy(np.int64)
+    thread_ids = threads["message_row_id"].to_numpy(np.int64)
+    if len(ids) == len(thread_ids) and np.array_equal(ids, thread_ids):
+        return codes.astype(np.int64)
+    at = pd.Index(thread_ids).get_indexer(ids)
+    return np.where(at >= 0, codes[np.maximum(at, 0)] if len(codes) else -1, -1).astype(np.int64)
+
+
+def _per_sender_times(code: I64, when: pd.Series, size: int) -> tuple[pd.Series, pd.Series]:
+    """First and last ``when`` per sender code (NaT for none), as UTC timestamps."""
+    frame = pd.DataFrame({"code": code, "when": when.array})
+    grouped = frame.groupby("code")["when"]
+    first = grouped.min().reindex(range(size))
+    last = grouped.max().reindex(range(size))
+    return first.reset_index(drop=True), last.reset_index(drop=True)
 
 
 def _sender_features(
@@ -165,100 +212,123 @@ def _sender_features(
     threads: pd.DataFrame,
     pairs: pd.DataFrame,
     owner: str | None,
+    senders: _Senders | None = None,
 ) -> pd.DataFrame:
-    """One row per sender (the owner left out), indexed by ``sender_address``."""
+    """One row per sender (the owner left out), indexed by ``sender_address`` (sorted)."""
+    senders = senders or _Senders.of(messages, owner)
+    size = len(senders.addresses)
     flags = flag_automated_messages(messages)
-    sender = messages["sender_address"].astype("string").str.strip().str.lower()
-    root = threads["parent_message_row_id"].isna() & (threads["depth"] == 0)
-    thread_of = threads.set_index("message_row_id")["thread_id"]
-    mail = pd.DataFrame(
-        {
-            "sender_address": sender.astype(object).to_numpy(),
-            "message_row_id": messages["message_row_id"].to_numpy(np.int64),
-            "when": _when(messages).to_numpy(),
-            "auto_generated": flags["is_auto_generated"].to_numpy(),
-            "auto_reply": flags["is_auto_reply"].to_numpy(),
-            "bulk": flags["is_bulk"].to_numpy(),
-            "noreply": flags["is_noreply_address"].to_numpy(),
-            "starts_thread": root.to_numpy(),
-            "transactional": messages["subject"]
-            .astype("string")
-            .str.contains(TRANSACTION_SUBJECT, regex=True)
-            .fillna(False)
-            .to_numpy(bool),
-            "thread_id": thread_of.reindex(messages["message_row_id"].to_numpy()).to_numpy(object),
-        }
-    ).dropna(subset=["sender_address"])
-    if owner is not None:
-        mail = mail[mail["sender_address"] != owner]
-    personal = mail[~mail["bulk"]]
-    features = (
-        mail.groupby("sender_address")
-        .agg(
-            message_count=("message_row_id", "size"),
-            first_message_at_utc=("when", "min"),
-            last_message_at_utc=("when", "max"),
-            auto_generated_share=("auto_generated", "mean"),
-            bulk_share=("bulk", "mean"),
-            noreply_address=("noreply", "any"),
-            threads_started=("starts_thread", "sum"),
-        )
-        .assign(
-            transactional_share=personal.loc[personal["starts_thread"]]
-            .groupby("sender_address")["transactional"]
-            .mean(),
-        )
+    when = _when(messages).reset_index(drop=True)
+    # the mail of each sender (the owner's own left out)
+    code = senders.code
+    mail = (code >= 0) & (code != senders.owner)
+    mc = code[mail]
+    count = np.bincount(mc, minlength=size)
+
+    def share(flag: pd.Series) -> FloatArray:
+        hits = np.bincount(mc, weights=flag.to_numpy(np.float64)[mail], minlength=size)
+        return hits / np.maximum(count, 1)
+
+    root = (threads["parent_message_row_id"].isna() & (threads["depth"] == 0)).to_numpy(bool)
+    first_at, last_at = _per_sender_times(mc, when[mail], size)
+    # transactional subjects among the threads a sender starts with personal (non-bulk) mail
+    starter = mail & root & ~flags["is_bulk"].to_numpy(bool)
+    subjects = messages["subject"].reset_index(drop=True)[starter]
+    (transactional,) = distinct_value_flags(
+        subjects, lambda s: s.str.contains(TRANSACTION_SUBJECT, regex=True)
     )
+    started = np.bincount(code[starter], minlength=size)
+    transactional_share = np.bincount(
+        code[starter], weights=transactional.astype(np.float64), minlength=size
+    )
+    transactional_share = np.where(started > 0, transactional_share / np.maximum(started, 1), 0.0)
     # the owner's mail to each sender, and the threads they share
-    to = _messages_to(messages, recipients, owner).assign(
-        thread_id=lambda d: thread_of.reindex(d["message_row_id"].to_numpy()).to_numpy(object)
-    )
-    threads_with = pd.concat(
-        [
-            mail[["sender_address", "thread_id"]],
-            to.rename(columns={"address": "sender_address"})[["sender_address", "thread_id"]],
-        ]
-    ).drop_duplicates()
-    when = _when(messages)
-    to_when = to.merge(
-        pd.DataFrame({"message_row_id": messages["message_row_id"].to_numpy(), "when": when}),
-        on="message_row_id",
-    )
-    sent_to = to_when.groupby("address").agg(
-        sent_to_count=("message_row_id", "size"),
-        first_sent_to_at_utc=("when", "min"),
-        last_sent_to_at_utc=("when", "max"),
-    )
+    thread = _thread_codes(messages, threads)
+    to_code, to_at = _owner_mail_to(messages, recipients, senders)
+    both = np.concatenate([mc, to_code])
+    both_thread = np.concatenate([thread[mail], thread[to_at]])
+    has = both_thread >= 0
+    width = int(both_thread.max(initial=0)) + 1
+    shared = pd.unique(both[has] * width + both_thread[has])  # (sender, thread) pairs
+    thread_count = np.bincount(shared // width, minlength=size)
+    sent_to_count = np.bincount(to_code, minlength=size)
+    first_to, last_to = _per_sender_times(to_code, when.iloc[to_at], size)
     # replies: the owner's to this sender's mail, and this sender's to the owner's
     owner_side = pairs["replier_address"] == owner if owner else pd.Series(False, pairs.index)
     to_owner = pairs["parent_sender_address"] == owner if owner else pd.Series(True, pairs.index)
-    by_owner = pairs[owner_side.to_numpy()].groupby("parent_sender_address")["reply_delay_s"]
-    by_sender = pairs[(~owner_side & to_owner).to_numpy()].groupby("replier_address")[
+    by_owner = pairs[owner_side.to_numpy(bool)].groupby("parent_sender_address")["reply_delay_s"]
+    by_sender = pairs[(~owner_side & to_owner).to_numpy(bool)].groupby("replier_address")[
         "reply_delay_s"
     ]
-    return features.assign(
-        thread_count=threads_with.groupby("sender_address")["thread_id"].nunique(),
-        sent_to_count=sent_to["sent_to_count"],
-        first_sent_to_at_utc=sent_to["first_sent_to_at_utc"],
-        last_sent_to_at_utc=sent_to["last_sent_to_at_utc"],
-        owner_reply_count=by_owner.size(),
-        owner_reply_delay_mean_s=by_owner.mean(),
-        owner_reply_delay_median_s=by_owner.median(),
-        sender_reply_count=by_sender.size(),
-        sender_reply_delay_mean_s=by_sender.mean(),
-        sender_reply_delay_median_s=by_sender.median(),
-    ).fillna(
+    index = senders.addresses
+    features = pd.DataFrame(
         {
-            "sent_to_count": 0,
-            "owner_reply_count": 0,
-            "sender_reply_count": 0,
-            "transactional_share": 0.0,
-            "thread_count": 1,
-        }
-    ).astype(
-        {"sent_to_count": "int64", "owner_reply_count": "int64", "sender_reply_count": "int64",
-         "thread_count": "int64", "threads_started": "int64"}
+            "message_count": count,
+            "first_message_at_utc": first_at.array,
+            "last_message_at_utc": last_at.array,
+            "auto_generated_share": share(flags["is_auto_generated"]),
+            "bulk_share": share(flags["is_bulk"]),
+            "noreply_address": share(flags["is_noreply_address"]) > 0,
+            "threads_started": np.bincount(code[mail & root], minlength=size),
+            "transactional_share": transactional_share,
+            "thread_count": thread_count,
+            "sent_to_count": sent_to_count,
+            "first_sent_to_at_utc": first_to.array,
+            "last_sent_to_at_utc": last_to.array,
+        },
+        index=index,
     )
+    replies = pd.DataFrame(
+        {
+            "owner_reply_count": by_owner.size(),
+            "owner_reply_delay_mean_s": by_owner.mean(),
+            "owner_reply_delay_median_s": by_owner.median(),
+            "sender_reply_count": by_sender.size(),
+            "sender_reply_delay_mean_s": by_sender.mean(),
+            "sender_reply_delay_median_s": by_sender.median(),
+        }
+    )
+    replies = replies.set_axis(replies.index.astype(object)).reindex(index.astype(object))
+    features = features.assign(**{c: replies[c].to_numpy() for c in replies.columns}).fillna(
+        {"owner_reply_count": 0, "sender_reply_count": 0}
+    )
+    columns = [
+        "message_count", "first_message_at_utc", "last_message_at_utc", "auto_generated_share",
+        "bulk_share", "noreply_address", "threads_started", "transactional_share", "thread_count",
+        "sent_to_count", "first_sent_to_at_utc", "last_sent_to_at_utc", "owner_reply_count",
+        "owner_reply_delay_mean_s", "owner_reply_delay_median_s", "sender_reply_count",
+        "sender_reply_delay_mean_s", "sender_reply_delay_median_s",
+    ]  # fmt: skip
+    return features.loc[senders.others() & (count > 0), columns].astype(
+        {
+            "sent_to_count": "int64",
+            "owner_reply_count": "int64",
+            "sender_reply_count": "int64",
+            "thread_count": "int64",
+            "threads_started": "int64",
+            "message_count": "int64",
+        }
+    )
+
+
+def _owner_mail_to(
+    messages: pd.DataFrame, recipients: pd.DataFrame | None, senders: _Senders
+) -> tuple[I64, I64]:
+    """The owner's mail to each sender: one (sender code, message position) per message and
+    recipient (an address listed twice on a message counts once; the owner left out)."""
+    empty = np.zeros(0, dtype=np.int64)
+    if recipients is None or senders.owner < 0:
+        return empty, empty
+    require_columns("profile_senders", recipients, ["message_row_id", "address"])
+    own = np.flatnonzero(senders.code == senders.owner)
+    at = pd.Index(messages["message_row_id"].to_numpy(np.int64)[own]).get_indexer(
+        recipients["message_row_id"].to_numpy(np.int64)
+    )
+    to = senders.codes_of(recipients["address"])
+    keep = (at >= 0) & (to >= 0) & (to != senders.owner)
+    width = len(senders.addresses)
+    pairs = pd.unique(own[at[keep]] * width + to[keep])  # (message, recipient) once each
+    return (pairs % width).astype(np.int64), (pairs // width).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +388,9 @@ def classify_senders(
     return _classify(features, owner, rules).reset_index()
 
 
-def _classify(features: pd.DataFrame, owner: str | None, rules: ClassificationRules) -> pd.DataFrame:
+def _classify(
+    features: pd.DataFrame, owner: str | None, rules: ClassificationRules
+) -> pd.DataFrame:
     f = features
     address = f.index.to_series()
     domain = _domain(address)
@@ -328,7 +400,7 @@ def _classify(features: pd.DataFrame, owner: str | None, rules: ClassificationRu
         if owner_domain
         else pd.Series(False, index=f.index)
     ).to_numpy(bool)
-    local = address.str.partition("@")[0]
+    local = address.str.split("@", n=1).str[0]
     role = local.str.fullmatch(ROLE_LOCAL_PART).fillna(False).to_numpy(bool)
     automated = f["noreply_address"].to_numpy(bool) | (
         f["auto_generated_share"].to_numpy() >= rules.automated_share
@@ -459,7 +531,8 @@ def profile_senders(
     rules = rules or ClassificationRules()
     owner = _owner_of(messages, owner_address)
     threads, pairs = _threads_and_pairs(messages, threads, pairs)
-    f = _sender_features(messages, recipients, threads, pairs, owner)
+    senders = _Senders.of(messages, owner)
+    f = _sender_features(messages, recipients, threads, pairs, owner, senders)
     classes = _classify(f, owner, rules)
     when = _when(messages)
     now_ts = _utc(now if now is not None else when.max())
@@ -480,11 +553,15 @@ def profile_senders(
     for part, weight in IMPORTANCE_WEIGHTS.items():
         importance += 10 * weight * parts[part].fillna(0.0)
     trend = _monthly_trend(
-        messages, when, f.index, owner, min_messages=trend_min_messages, alpha=trend_alpha
+        when.reset_index(drop=True),
+        senders,
+        senders.addresses.isin(f.index),
+        min_messages=trend_min_messages,
+        alpha=trend_alpha,
     )
     profile = pd.DataFrame(
         {
-            "sender_name": _usual_names(messages, owner).reindex(f.index),
+            "sender_name": _usual_names(messages, senders).reindex(f.index),
             "sender_domain": _domain(f.index.to_series()),
             "message_count": f["message_count"],
             "sent_to_count": f["sent_to_count"],
@@ -516,65 +593,81 @@ def profile_senders(
     )
 
 
-def _usual_names(messages: pd.DataFrame, owner: str | None) -> pd.Series:
-    """The display name each sender uses most (ties: the latest seen)."""
-    frame = pd.DataFrame(
-        {
-            "sender_address": messages["sender_address"].astype("string").str.strip().str.lower(),
-            "sender_name": messages["sender_name"].astype("string").str.strip(),
-        }
-    ).dropna()
-    frame = frame[frame["sender_name"] != ""]
-    if owner is not None:
-        frame = frame[frame["sender_address"] != owner]
-    counts = frame.value_counts().rename("n").reset_index()
-    return (
-        counts.sort_values(["sender_address", "n"], ascending=[True, False], kind="stable")
-        .drop_duplicates("sender_address")
-        .set_index("sender_address")["sender_name"]
+def _usual_names(messages: pd.DataFrame, senders: _Senders) -> pd.Series:
+    """The display name each sender uses most (ties: the one seen last), by sender address."""
+    name_code, names = _codes_of_text(messages["sender_name"])
+    code = senders.code
+    usable = np.flatnonzero((code >= 0) & (code != senders.owner) & (name_code >= 0))
+    if not len(usable):
+        return pd.Series(dtype="string")
+    width = len(names)
+    key = code[usable] * width + name_code[usable]
+    # per (sender, name): how often, and the last row it was seen on
+    pairs, counts = np.unique(key, return_counts=True)
+    _, reverse_first = np.unique(key[::-1], return_index=True)
+    last_seen = usable[len(key) - 1 - reverse_first]
+    sender, name = pairs // width, pairs % width
+    best = np.lexsort((-last_seen, -counts, sender))
+    best = best[np.append(True, sender[best][1:] != sender[best][:-1])]
+    return pd.Series(
+        names.take(name[best]).to_numpy(),
+        index=senders.addresses[sender[best]],
+        dtype="string",
     )
 
 
+def _codes_of_text(values: pd.Series) -> tuple[I64, pd.Series]:
+    """Stripped non-empty text as codes (-1: missing or blank) and its distinct values."""
+    raw, distinct = pd.factorize(values.astype("string"))
+    stripped = pd.Series(distinct, dtype="string").str.strip()
+    codes, uniques = pd.factorize(stripped.mask(stripped == ""))
+    out = np.where(raw >= 0, codes[np.maximum(raw, 0)] if len(codes) else -1, -1)
+    return out.astype(np.int64), pd.Series(uniques, dtype="string")
+
+
 def _monthly_trend(
-    messages: pd.DataFrame,
     when: pd.Series,
-    senders: pd.Index,
-    owner: str | None,
+    senders: _Senders,
+    rows: npt.NDArray[np.bool_],
     *,
     min_messages: int,
     alpha: float,
 ) -> pd.DataFrame:
-    """Spearman trend of monthly counts per sender, vectorised over a senders × months matrix."""
+    """Spearman trend of monthly counts per sender, vectorised over a senders × months matrix;
+    one row per sender code where ``rows`` is set."""
+    index = senders.addresses[rows]
     out = pd.DataFrame(
         {
             "trend": pd.Categorical(
-                ["stable"] * len(senders), categories=["increasing", "stable", "decreasing"]
+                ["stable"] * len(index), categories=["increasing", "stable", "decreasing"]
             ),
             "trend_rho": np.nan,
             "trend_p_value": np.nan,
             "trend_months": 0,
         },
-        index=senders,
+        index=index,
     )
-    sender = messages["sender_address"].astype("string").str.strip().str.lower()
-    usable = sender.notna() & when.notna()
-    if owner is not None:
-        usable &= (sender != owner).fillna(False)
-    valid = usable.to_numpy(bool)
+    code = senders.code
+    valid = (code >= 0) & (code != senders.owner) & when.notna().to_numpy(bool)
     if not valid.any():
         return out
     stamp = when[valid]
     month = (stamp.dt.year * 12 + stamp.dt.month - 1).to_numpy(np.int64)
     month = month - month.min()
     n_months = int(month.max()) + 1
-    counts_all = pd.Series(1, index=sender[valid].to_numpy(object)).groupby(level=0).size()
-    eligible = counts_all[counts_all >= min_messages].index
-    codes = pd.Index(eligible).get_indexer(sender[valid].to_numpy(object))
-    keep = codes >= 0
-    if not keep.any():
+    counts_all = np.bincount(code[valid], minlength=len(senders.addresses))
+    eligible = np.flatnonzero(counts_all >= min_messages)
+    if not len(eligible):
         return out
-    grid = np.zeros((len(eligible), n_months))
-    np.add.at(grid, (codes[keep], month[keep]), 1.0)
+    rank = np.full(len(senders.addresses), -1, dtype=np.int64)
+    rank[eligible] = np.arange(len(eligible))
+    codes = rank[code[valid]]
+    keep = codes >= 0
+    grid = (
+        np.bincount(codes[keep] * n_months + month[keep], minlength=len(eligible) * n_months)
+        .reshape(len(eligible), n_months)
+        .astype(np.float64)
+    )
     first = np.argmax(grid > 0, axis=1)
     column = np.arange(n_months)
     active = column[None, :] >= first[:, None]
@@ -603,9 +696,9 @@ def _monthly_trend(
             "trend_p_value": p_value,
             "trend_months": months,
         },
-        index=eligible,
+        index=senders.addresses[eligible],
     )
-    shared = found.index.intersection(senders)
+    shared = found.index.intersection(index)
     out.loc[shared, ["trend_rho", "trend_p_value", "trend_months"]] = found.loc[
         shared, ["trend_rho", "trend_p_value", "trend_months"]
     ]

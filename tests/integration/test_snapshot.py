@@ -143,8 +143,12 @@ def test_update_outcomes_after_completion_is_seen(store: Store, session: str) ->
     with store.writer(session) as writer:
         writer.update_outcomes(
             [
-                {"message_row_id": rows[1], "outcome": "imported", "dataverse_id": "d-1",
-                 "verified": True},
+                {
+                    "message_row_id": rows[1],
+                    "outcome": "imported",
+                    "dataverse_id": "d-1",
+                    "verified": True,
+                },
                 {"message_row_id": rows[2], "outcome": "duplicate", "duplicate_of": "s0/100"},
             ]
         )
@@ -183,8 +187,11 @@ def test_a_replaced_last_row_invalidates_the_snapshot(store: Store, session: str
     source_id = store.add_source(session, "box.pst", "pst", 10, None)
     with store.writer(session) as writer:
         msg = _message(39)
-        writer.add_message(source_id, Message(**{**msg.__dict__, "item_id": "replacement",
-                                                  "subject": "new"}), Outcome.READ)
+        writer.add_message(
+            source_id,
+            Message(**{**msg.__dict__, "item_id": "replacement", "subject": "new"}),
+            Outcome.READ,
+        )
     messages = load_messages(store, session)
     assert messages["message_row_id"].iloc[-1] == last
     assert messages["subject"].iloc[-1] == "new"
@@ -230,7 +237,9 @@ def test_no_snapshots_in_memory_or_when_turned_off(tmp_path: Path) -> None:
         assert (tmp_path / "snaps" / "messages" / f"{session_id}.parquet").is_file()
 
 
-def test_an_unwritable_snapshot_folder_still_loads(store: Store, session: str, tmp_path: Path) -> None:
+def test_an_unwritable_snapshot_folder_still_loads(
+    store: Store, session: str, tmp_path: Path
+) -> None:
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the folder would go")
     store.snapshot_dir = blocker
@@ -246,11 +255,61 @@ def test_outcomes_changed_everywhere_are_seen(store: Store, session: str) -> Non
     rows = before["message_row_id"].tolist()
     with store.writer(session) as writer:
         writer.update_outcomes(
-            [{"message_row_id": r, "outcome": "imported" if i % 3 else "skipped",
-              "outcome_detail": None, "activity_id": f"a-{i}", "verified": i % 2 == 0}
-             for i, r in enumerate(rows)]
+            [
+                {
+                    "message_row_id": r,
+                    "outcome": "imported" if i % 3 else "skipped",
+                    "outcome_detail": None,
+                    "activity_id": f"a-{i}",
+                    "verified": i % 2 == 0,
+                }
+                for i, r in enumerate(rows)
+            ]
         )
     after = load_messages(store, session)
     pd.testing.assert_frame_equal(after, read_sql(store, "messages", session_id=session))
     assert after["outcome_detail"].isna().all()
     assert (after["outcome"] == "imported").sum() == sum(1 for i in range(40) if i % 3)
+
+
+def test_load_mail_gives_both_frames_under_one_stamp(store: Store, session: str) -> None:
+    refresh_snapshot(store, session)
+    columns = ["message_row_id", "outcome", "outcome_detail", "duplicate_of", "subject"]
+    messages, recipients = load_module.load_mail(store, session, columns)
+    pd.testing.assert_frame_equal(
+        messages, read_sql(store, "messages", session_id=session)[columns]
+    )
+    pd.testing.assert_frame_equal(recipients, read_sql(store, "recipients", session_id=session))
+    # one freshness check for the two frames, not one each
+    calls: list[str] = []
+    state = load_module.snapshot.session_state
+
+    def counting(store: Store, session_id: str) -> object:
+        calls.append(session_id)
+        return state(store, session_id)
+
+    load_module.snapshot.session_state = counting  # type: ignore[assignment]
+    try:
+        load_module.load_mail(store, session, columns)
+    finally:
+        load_module.snapshot.session_state = state
+    assert calls == [session]
+
+
+def test_updatable_values_set_on_a_few_rows_are_placed_on_those_rows(
+    store: Store, session: str
+) -> None:
+    refresh_snapshot(store, session)
+    ids = load_messages(store, session, columns=["message_row_id"])["message_row_id"].tolist()
+    with store.writer(session) as writer:
+        writer.update_outcomes(
+            [
+                {"message_row_id": ids[3], "outcome": "failed", "outcome_detail": "timeout"},
+                {"message_row_id": ids[7], "duplicate_of": "s0/104", "verified": True},
+            ]
+        )
+    columns = ["message_row_id", "outcome", "outcome_detail", "duplicate_of", "verified"]
+    loaded = load_messages(store, session, columns=columns)
+    pd.testing.assert_frame_equal(loaded, read_sql(store, "messages", session_id=session)[columns])
+    assert (loaded.loc[3, "outcome"], loaded.loc[3, "outcome_detail"]) == ("failed", "timeout")
+    assert (loaded.loc[7, "duplicate_of"], loaded.loc[7, "verified"]) == ("s0/104", True)

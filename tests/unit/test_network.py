@@ -9,6 +9,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pstlib.analytics.network import (
     build_graph,
@@ -140,3 +142,49 @@ def test_build_graph_names_missing_columns(frames: tuple[pd.DataFrame, pd.DataFr
     messages, recipients = frames
     with pytest.raises(MissingColumnsError, match="kind"):
         build_graph(messages, recipients.drop(columns=["kind"]))
+
+
+edge_lists = st.lists(
+    st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(1, 5)), min_size=1, max_size=40
+)
+
+
+def _digraph(edges: list[tuple[int, int, int]]) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(f"n{i}@x.com" for i in (7, 3, 9, 0))  # some isolated, out of order
+    for u, v, w in edges:
+        graph.add_edge(f"n{u}@x.com", f"n{v}@x.com", weight=w)
+    return graph
+
+
+@settings(max_examples=40, deadline=None)
+@given(edge_lists)
+def test_hub_measures_are_networkx_own(edges: list[tuple[int, int, int]]) -> None:
+    # find_hubs builds its sparse matrices once itself; the numbers must be networkx's
+    graph = _digraph(edges)
+    hubs = find_hubs(graph).set_index("address")
+    pagerank = nx.pagerank(graph, weight="weight")
+    assert hubs["pagerank"].to_dict() == pytest.approx(pagerank, rel=1e-12, abs=1e-15)
+    assert hubs["degree"].to_dict() == dict(graph.to_undirected(as_view=True).degree())
+    assert hubs["in_degree"].to_dict() == dict(graph.in_degree())
+    assert hubs["weighted_out_degree"].to_dict() == dict(graph.out_degree(weight="weight"))
+    betweenness = nx.betweenness_centrality(graph, normalized=True)
+    assert hubs["betweenness"].to_dict() == pytest.approx(betweenness, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(edge_lists, st.integers(0, 3))
+def test_communities_are_louvain_on_the_messages_both_ways(
+    edges: list[tuple[int, int, int]], seed: int
+) -> None:
+    graph = _digraph(edges)
+    undirected = nx.Graph()  # built edge by edge, as networkx meets them
+    undirected.add_nodes_from(graph.nodes)
+    for u, v, w in graph.edges(data="weight"):
+        if undirected.has_edge(u, v):
+            undirected[u][v]["weight"] += w
+        else:
+            undirected.add_edge(u, v, weight=w)
+    expected = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
+    found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
+    assert sorted(map(sorted, found)) == sorted(map(sorted, expected))

@@ -17,9 +17,18 @@ from pstlib.errors import MissingColumnsError
 OWNER = "me@corp.com"
 T0 = pd.Timestamp("2024-01-01 09:00", tz="UTC")
 TEXT = [
-    "internet_message_id", "in_reply_to", "references", "conversation_index",
-    "conversation_topic", "subject", "sender_address", "sender_name", "auto_submitted",
-    "precedence", "list_id", "list_unsubscribe",
+    "internet_message_id",
+    "in_reply_to",
+    "references",
+    "conversation_index",
+    "conversation_topic",
+    "subject",
+    "sender_address",
+    "sender_name",
+    "auto_submitted",
+    "precedence",
+    "list_id",
+    "list_unsubscribe",
 ]
 
 
@@ -59,28 +68,76 @@ def small() -> tuple[pd.DataFrame, pd.DataFrame]:
     rows: list[dict[str, object]] = [
         # Ann (a colleague) writes twice; the owner answers after 1 h and 3 h; Ann answers the
         # owner's first answer after 2 h
-        {"id": "a1", "sender_address": "ann@corp.com", "sender_name": "Ann", "at": at(0),
-         "subject": "Plan"},
-        {"id": "m1", "reply_to": "a1", "sender_address": OWNER, "at": at(1), "to": ["ann@corp.com"]},
-        {"id": "a2", "reply_to": "m1", "sender_address": "ann@corp.com", "sender_name": "Ann B",
-         "at": at(3)},
-        {"id": "a3", "sender_address": "ann@corp.com", "sender_name": "Ann", "at": at(24),
-         "subject": "Other"},
-        {"id": "m2", "reply_to": "a3", "sender_address": OWNER, "at": at(27),
-         "to": ["ann@corp.com"]},
+        {
+            "id": "a1",
+            "sender_address": "ann@corp.com",
+            "sender_name": "Ann",
+            "at": at(0),
+            "subject": "Plan",
+        },
+        {
+            "id": "m1",
+            "reply_to": "a1",
+            "sender_address": OWNER,
+            "at": at(1),
+            "to": ["ann@corp.com"],
+        },
+        {
+            "id": "a2",
+            "reply_to": "m1",
+            "sender_address": "ann@corp.com",
+            "sender_name": "Ann B",
+            "at": at(3),
+        },
+        {
+            "id": "a3",
+            "sender_address": "ann@corp.com",
+            "sender_name": "Ann",
+            "at": at(24),
+            "subject": "Other",
+        },
+        {
+            "id": "m2",
+            "reply_to": "a3",
+            "sender_address": OWNER,
+            "at": at(27),
+            "to": ["ann@corp.com"],
+        },
         # a newsletter, every message bulk
-        {"id": "n1", "sender_address": "weekly@news.shop.com", "at": at(5), "precedence": "bulk",
-         "list_id": "<weekly.news.shop.com>"},
-        {"id": "n2", "sender_address": "weekly@news.shop.com", "at": at(173), "precedence": "bulk",
-         "list_id": "<weekly.news.shop.com>"},
+        {
+            "id": "n1",
+            "sender_address": "weekly@news.shop.com",
+            "at": at(5),
+            "precedence": "bulk",
+            "list_id": "<weekly.news.shop.com>",
+        },
+        {
+            "id": "n2",
+            "sender_address": "weekly@news.shop.com",
+            "at": at(173),
+            "precedence": "bulk",
+            "list_id": "<weekly.news.shop.com>",
+        },
         # a machine
-        {"id": "s1", "sender_address": "no-reply@it.corp.com", "at": at(6),
-         "auto_submitted": "auto-generated"},
+        {
+            "id": "s1",
+            "sender_address": "no-reply@it.corp.com",
+            "at": at(6),
+            "auto_submitted": "auto-generated",
+        },
         # a vendor's billing mailbox
-        {"id": "v1", "sender_address": "billing@supplier.com", "at": at(7),
-         "subject": "Invoice 123"},
-        {"id": "v2", "sender_address": "billing@supplier.com", "at": at(200),
-         "subject": "Invoice 124"},
+        {
+            "id": "v1",
+            "sender_address": "billing@supplier.com",
+            "at": at(7),
+            "subject": "Invoice 123",
+        },
+        {
+            "id": "v2",
+            "sender_address": "billing@supplier.com",
+            "at": at(200),
+            "subject": "Invoice 124",
+        },
         # a stranger writes once
         {"id": "x1", "sender_address": "zed@elsewhere.org", "at": at(8), "subject": "Hello"},
     ]
@@ -91,9 +148,7 @@ def test_reply_times_are_the_owners_answers_to_the_sender_and_the_senders_to_the
     small: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     messages, recipients = small
-    profile = profile_senders(messages, recipients, owner_address=OWNER).set_index(
-        "sender_address"
-    )
+    profile = profile_senders(messages, recipients, owner_address=OWNER).set_index("sender_address")
     ann = profile.loc["ann@corp.com"]
     assert ann["message_count"] == 3
     assert ann["sent_to_count"] == 2
@@ -149,9 +204,7 @@ def test_importance_is_between_0_and_10_and_ranks_the_two_way_correspondent_firs
     assert profile["importance_score"].between(0, 10).all()
     assert profile.loc[0, "sender_address"] == "ann@corp.com"
     # Ann: volume 1 (most mail), reciprocity 2·2/5, recency 0.5**(173/24/90), replies 2/3
-    expected = 10 * (
-        0.4 * 1.0 + 0.2 * 0.8 + 0.2 * 0.5 ** ((200 - 27) / 24 / 90) + 0.2 * 2 / 3
-    )
+    expected = 10 * (0.4 * 1.0 + 0.2 * 0.8 + 0.2 * 0.5 ** ((200 - 27) / 24 / 90) + 0.2 * 2 / 3)
     assert profile.loc[0, "importance_score"] == pytest.approx(expected, abs=0.01)
 
 
@@ -165,8 +218,7 @@ def test_trend_finds_a_sender_who_writes_more_every_month() -> None:
             for i in range(month + 1)
         ]
         rows += [
-            {"sender_address": "flat@x.com", "at": start + pd.Timedelta(hours=i)}
-            for i in range(3)
+            {"sender_address": "flat@x.com", "at": start + pd.Timedelta(hours=i)} for i in range(3)
         ]
     messages, _ = mailbox(rows)
     profile = profile_senders(messages, owner_address=OWNER).set_index("sender_address")
@@ -219,3 +271,31 @@ def test_missing_columns_are_named_and_input_is_not_changed(
         classify_senders(messages.drop(columns=["subject"]))
     with pytest.raises(MissingColumnsError, match="sent_at_utc"):
         peak_times(messages.drop(columns=["sent_at_utc"]))
+
+
+def test_one_sender_however_the_address_is_spelled_and_the_name_used_most() -> None:
+    messages, recipients = mailbox(
+        [
+            {"id": "b1", "sender_address": "Bo@Y.com ", "sender_name": "Bo", "at": at(0)},
+            {"id": "b2", "sender_address": " bo@y.com", "sender_name": "Robert", "at": at(1)},
+            {"id": "b3", "sender_address": "BO@y.com", "sender_name": "Robert", "at": at(2)},
+            {"id": "b4", "sender_address": "bo@y.com", "sender_name": "Bo", "at": at(3)},
+            # the owner writes to Bo (spelled another way again)
+            {"id": "m1", "sender_address": OWNER, "at": at(4), "to": ["BO@Y.COM"]},
+        ]
+    )
+    profile = profile_senders(messages, recipients, owner_address=OWNER)
+    assert profile["sender_address"].tolist() == ["bo@y.com"]
+    bo = profile.iloc[0]
+    assert (bo["message_count"], bo["sent_to_count"]) == (4, 1)
+    # Bo and Robert twice each: the tie goes to the name seen last
+    assert bo["sender_name"] == "Bo"
+    assert bo["last_contact_at_utc"] == at(4)
+
+
+def test_an_empty_mailbox_gives_empty_profiles_and_classes() -> None:
+    messages, recipients = mailbox([{"id": "x", "sender_address": "a@b.com", "at": at(0)}])
+    messages, recipients = messages.iloc[:0], recipients.iloc[:0]
+    profile = profile_senders(messages, recipients, owner_address=OWNER)
+    assert profile.empty and "importance_score" in profile.columns
+    assert classify_senders(messages, recipients, owner_address=OWNER).empty

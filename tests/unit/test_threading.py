@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pstlib.analytics.threading import flag_automated_messages, reply_pairs, thread_messages
 from pstlib.errors import MissingColumnsError
@@ -15,9 +17,16 @@ T0 = pd.Timestamp("2024-03-04 09:00", tz="UTC")
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     """Messages with the store's columns; unspecified fields are missing."""
     columns = {
-        "internet_message_id": None, "in_reply_to": None, "references": None,
-        "conversation_index": None, "conversation_topic": None, "sender_address": None,
-        "auto_submitted": None, "precedence": None, "list_id": None, "list_unsubscribe": None,
+        "internet_message_id": None,
+        "in_reply_to": None,
+        "references": None,
+        "conversation_index": None,
+        "conversation_topic": None,
+        "sender_address": None,
+        "auto_submitted": None,
+        "precedence": None,
+        "list_id": None,
+        "list_unsubscribe": None,
         "sent_at_utc": None,
     }
     out = pd.DataFrame([{**columns, **r} for r in rows])
@@ -52,7 +61,12 @@ def test_references_give_parents_and_a_missing_parent_becomes_a_container() -> N
     assert t.loc[1, "thread_id"] == "a@x"
     assert t.loc[6, "thread_id"] == "f@x"
     assert t["linked_by"].astype(str).tolist() == [
-        "none", "references", "references", "references", "in_reply_to", "none"
+        "none",
+        "references",
+        "references",
+        "references",
+        "in_reply_to",
+        "none",
     ]
 
 
@@ -144,25 +158,47 @@ def test_reply_pairs_keeps_people_and_drops_machines_and_self_replies() -> None:
     messages = frame(
         [
             # 1 -> 2: Bo answers Ann after 90 s: a pair
-            {"internet_message_id": "<1@x>", "sender_address": "ann@x.com",
-             "sent_at_utc": T0},
-            {"internet_message_id": "<2@x>", "in_reply_to": "<1@x>",
-             "sender_address": "Bo@x.com", "sent_at_utc": T0 + pd.Timedelta(seconds=90)},
+            {"internet_message_id": "<1@x>", "sender_address": "ann@x.com", "sent_at_utc": T0},
+            {
+                "internet_message_id": "<2@x>",
+                "in_reply_to": "<1@x>",
+                "sender_address": "Bo@x.com",
+                "sent_at_utc": T0 + pd.Timedelta(seconds=90),
+            },
             # 3: Bo follows up on his own mail: no pair
-            {"internet_message_id": "<3@x>", "in_reply_to": "<2@x>",
-             "sender_address": "bo@x.com", "sent_at_utc": T0 + pd.Timedelta(seconds=100)},
+            {
+                "internet_message_id": "<3@x>",
+                "in_reply_to": "<2@x>",
+                "sender_address": "bo@x.com",
+                "sent_at_utc": T0 + pd.Timedelta(seconds=100),
+            },
             # 4: Ann's out-of-office answer: an auto-reply, no pair
-            {"internet_message_id": "<4@x>", "in_reply_to": "<3@x>",
-             "sender_address": "ann@x.com", "auto_submitted": "auto-replied",
-             "sent_at_utc": T0 + pd.Timedelta(seconds=110)},
+            {
+                "internet_message_id": "<4@x>",
+                "in_reply_to": "<3@x>",
+                "sender_address": "ann@x.com",
+                "auto_submitted": "auto-replied",
+                "sent_at_utc": T0 + pd.Timedelta(seconds=110),
+            },
             # 5 -> 6: Ann answers a no-reply notification: the parent is a machine, no pair
-            {"internet_message_id": "<5@x>", "sender_address": "no-reply@svc.com",
-             "sent_at_utc": T0},
-            {"internet_message_id": "<6@x>", "in_reply_to": "<5@x>",
-             "sender_address": "ann@x.com", "sent_at_utc": T0 + pd.Timedelta(hours=1)},
+            {
+                "internet_message_id": "<5@x>",
+                "sender_address": "no-reply@svc.com",
+                "sent_at_utc": T0,
+            },
+            {
+                "internet_message_id": "<6@x>",
+                "in_reply_to": "<5@x>",
+                "sender_address": "ann@x.com",
+                "sent_at_utc": T0 + pd.Timedelta(hours=1),
+            },
             # 7: a reply dated before its parent (skewed clock): dropped
-            {"internet_message_id": "<7@x>", "in_reply_to": "<1@x>",
-             "sender_address": "cy@x.com", "sent_at_utc": T0 - pd.Timedelta(hours=1)},
+            {
+                "internet_message_id": "<7@x>",
+                "in_reply_to": "<1@x>",
+                "sender_address": "cy@x.com",
+                "sent_at_utc": T0 - pd.Timedelta(hours=1),
+            },
         ]
     )
     threads = thread_messages(messages)
@@ -193,3 +229,71 @@ def test_flag_automated_messages_reads_the_headers() -> None:
     assert flags["is_auto_generated"].tolist() == [False, True, False, False, False, False]
     assert flags["is_bulk"].tolist() == [False, False, False, True, True, False]
     assert flags["is_auto_reply"].tolist() == [False, False, False, False, False, True]
+
+
+def test_in_reply_to_links_a_message_that_has_no_message_id_of_its_own() -> None:
+    # 2 has no Message-ID (a draft, a broken client); its In-Reply-To still names its parent
+    messages = frame(
+        [
+            {"internet_message_id": "<a@x>"},
+            {"in_reply_to": " <A@x> "},
+        ]
+    )
+    t = by_row(thread_messages(messages))
+    assert t.loc[2, "parent_message_row_id"] == 1
+    assert t.loc[2, "linked_by"] == "in_reply_to"
+    assert t.loc[2, "thread_id"] == t.loc[1, "thread_id"] == "a@x"
+
+
+BLANKS = ["", " ", "\t", "\n", "\u3000", "\xa0", "\x1c", "\x85"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # the message's id
+            st.lists(st.integers(0, 6), max_size=3),  # its References (6: not in the archive)
+            st.sampled_from(BLANKS),
+            st.sampled_from(BLANKS),
+            st.booleans(),  # upper-case the ids
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_blanks_and_case_around_ids_never_change_the_threads(
+    rows: list[tuple[int, list[int], str, str, bool]],
+) -> None:
+    def spell(i: int, before: str, after: str, upper: bool) -> str:
+        text = f"m{i}@X.org" if upper else f"m{i}@x.org"
+        return f"{before}<{before}{text}{after}>{after}"
+
+    plain = frame(
+        [
+            {
+                "internet_message_id": spell(i, "", "", False),
+                "references": " ".join(spell(r, "", "", False) for r in refs) or None,
+            }
+            for i, refs, _, _, _ in rows
+        ]
+    )
+    dressed = frame(
+        [
+            {
+                "internet_message_id": spell(i, before, after, upper),
+                "references": before.join(spell(r, before, after, upper) for r in refs) or None,
+            }
+            for i, refs, before, after, upper in rows
+        ]
+    )
+    a, b = thread_messages(plain), thread_messages(dressed)
+    pd.testing.assert_frame_equal(a, b)
+    # every link points at a message of the archive, in the same thread, one level up
+    t = by_row(a)
+    linked = t["parent_message_row_id"].dropna().astype(int)
+    assert linked.isin(t.index).all()
+    assert (
+        t.loc[linked.index, "thread_id"].to_numpy() == t.loc[linked, "thread_id"].to_numpy()
+    ).all()
+    assert (t.loc[linked.index, "depth"].to_numpy() > t.loc[linked, "depth"].to_numpy()).all()
