@@ -5,7 +5,10 @@ Figures, in one run:
 
 * (a) collector overhead: the same mbox imported to the *assess* target with collection on and off
   (``ImportOptions.collect``), alternating, ``--repeats`` times each; the median times compared:
-  ``(on - off) / off`` in percent (target: under 2 %).
+  ``(on - off) / off`` in percent (target: under 2 %). Printed beside it: the same comparison of
+  the import process's CPU seconds (less sensitive than wall time to other load on the
+  machine: the writer process competes for the cores only when there is no idle one) and the
+  CPU seconds of the collector's writer process (from its own samples in the store).
 * (b) throughput against the limits: the stand-in (in its own process) configured with Microsoft's
   published limits (6000 requests, 1200 s of execution and 52 concurrent requests per 300-second
   window), time-scaled by ``--time-scale``, every operation taking ``--operation-time`` Dataverse
@@ -19,8 +22,10 @@ Figures, in one run:
 
 Usage: python benchmarks/import.py [--messages 20000] [--repeats 5] [--dv-messages 6000]
        [--time-scale 0.02] [--operation-time 0.5] [--batch-messages 1000] [--seed 1]
-The last line is JSON with keys collector_overhead_pct, throughput_fraction_of_limit,
-assess_messages_per_s.
+       [--parts abc]
+``--parts a`` measures (a) and (c) only, ``--parts b`` (b) only. The last line is JSON with keys
+collector_overhead_pct, throughput_fraction_of_limit, assess_messages_per_s (null when not
+measured).
 """
 
 from __future__ import annotations
@@ -62,6 +67,22 @@ def write_mbox(path: Path, count: int, seed: int) -> Path:
 
 
 def assess_run(mbox: Path, store_path: Path, collect: bool) -> float:
+    """Wall seconds of one assess import of ``mbox`` into a fresh store."""
+    return assess_run_timed(mbox, store_path, collect)[0]
+
+
+def _writer_cpu_s(store: Any, session_id: str) -> float:
+    """CPU seconds the collector's writer process spent on the session, from its own samples
+    (it serves the next session too, so it is not reaped after each)."""
+    from pstlib.store import load
+
+    metrics = load.load_metrics(store, session_id)
+    cpu = metrics.loc[metrics["name"].astype(str) == "collector_cpu_s", "value"]
+    return float(cpu.max() - cpu.min()) if len(cpu) else 0.0
+
+
+def assess_run_timed(mbox: Path, store_path: Path, collect: bool) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds of this process, CPU seconds of the collector's writer."""
     from pstlib.importer.contacts import ContactPolicy, CreateContacts
     from pstlib.importer.run import ImportOptions, import_mail
     from pstlib.store import Store
@@ -74,26 +95,35 @@ def assess_run(mbox: Path, store_path: Path, collect: bool) -> float:
         contacts=ContactPolicy(create=CreateContacts.EXTERNAL),
     )
     with Store.open(store_path) as store:
+        cpu = time.process_time()
         started = time.perf_counter()
-        import_mail([mbox], store, options, client=None)
-        return time.perf_counter() - started
+        session_id = import_mail([mbox], store, options, client=None)
+        elapsed = time.perf_counter() - started
+        return elapsed, time.process_time() - cpu, _writer_cpu_s(store, session_id)
 
 
 def measure_overhead(work: Path, messages: int, repeats: int, seed: int) -> dict[str, Any]:
     mbox = write_mbox(work / "assess.mbox", messages, seed)
     assess_run(mbox, work / "warmup.sqlite", True)  # warm the page cache and the imports
-    on: list[float] = []
-    off: list[float] = []
+    on: list[tuple[float, float, float]] = []
+    off: list[tuple[float, float, float]] = []
     for index in range(repeats):
-        for collect, times in ((True, on), (False, off)) if index % 2 == 0 else (
-            (False, off), (True, on)
+        for collect, times in (
+            ((True, on), (False, off)) if index % 2 == 0 else ((False, off), (True, on))
         ):
-            times.append(assess_run(mbox, work / f"assess-{index}-{collect}.sqlite", collect))
-    on_s, off_s = statistics.median(on), statistics.median(off)
+            times.append(assess_run_timed(mbox, work / f"assess-{index}-{collect}.sqlite", collect))
+    on_s, off_s = (statistics.median(t[0] for t in runs) for runs in (on, off))
+    on_cpu, off_cpu = (statistics.median(t[1] for t in runs) for runs in (on, off))
     return {
         "messages": messages,
         "collect_on_s": on_s,
         "collect_off_s": off_s,
+        "collect_on_runs_s": [round(t[0], 3) for t in on],
+        "collect_off_runs_s": [round(t[0], 3) for t in off],
+        # CPU of the import process alone (less sensitive to other load than wall time), and
+        # of the collector's writer process
+        "import_cpu_overhead_pct": 100.0 * (on_cpu - off_cpu) / off_cpu,
+        "writer_cpu_s": statistics.median(t[2] for t in on),
         "collector_overhead_pct": 100.0 * (on_s - off_s) / off_s,
         "assess_messages_per_s": messages / on_s,
     }
@@ -158,9 +188,12 @@ def measure_throughput(
     )
     limits = AdaptiveLimits(concurrency=8, max_concurrency=48, batch_size=20, max_batch_size=200)
     try:
-        with Store.open(work / "dataverse.sqlite") as store, DataverseClient(
-            settings, token_provider=tokens, max_concurrency=48, limits=limits
-        ) as client:
+        with (
+            Store.open(work / "dataverse.sqlite") as store,
+            DataverseClient(
+                settings, token_provider=tokens, max_concurrency=48, limits=limits
+            ) as client,
+        ):
             started = time.monotonic()
             session_id = import_mail([mbox], store, options, client=client, on_progress=tick)
             ended = time.monotonic()
@@ -193,30 +226,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operation-time", type=float, default=0.5, help="Dataverse seconds")
     parser.add_argument("--batch-messages", type=int, default=1000, help="messages per round")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--parts",
+        default="abc",
+        help="which figures to measure: any of a (collector overhead) and c (assess rate, "
+        "from a's runs), b (throughput); the JSON has null for the others",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    overhead: dict[str, Any] | None = None
+    throughput: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="pstlib-bench-") as tmp:
         work = Path(tmp)
-        overhead = measure_overhead(work, args.messages, args.repeats, args.seed)
-        print(f"(a) assess, {overhead['messages']} messages: collection on "
-              f"{overhead['collect_on_s']:.2f} s, off {overhead['collect_off_s']:.2f} s "
-              f"-> overhead {overhead['collector_overhead_pct']:.2f} %")
-        print(f"(c) assess: {overhead['assess_messages_per_s']:.0f} messages/s")
-        throughput = measure_throughput(
-            work, args.dv_messages, args.time_scale, args.operation_time, args.seed,
-            args.batch_messages,
+        if "a" in args.parts or "c" in args.parts:
+            overhead = measure_overhead(work, args.messages, args.repeats, args.seed)
+            print(
+                f"(a) assess, {overhead['messages']} messages: collection on "
+                f"{overhead['collect_on_s']:.2f} s {overhead['collect_on_runs_s']}, off "
+                f"{overhead['collect_off_s']:.2f} s {overhead['collect_off_runs_s']} "
+                f"-> overhead {overhead['collector_overhead_pct']:.2f} % (import process "
+                f"CPU {overhead['import_cpu_overhead_pct']:+.2f} %, writer process "
+                f"{overhead['writer_cpu_s']:.2f} CPU s)"
+            )
+            print(f"(c) assess: {overhead['assess_messages_per_s']:.0f} messages/s")
+        if "b" in args.parts:
+            throughput = measure_throughput(
+                work,
+                args.dv_messages,
+                args.time_scale,
+                args.operation_time,
+                args.seed,
+                args.batch_messages,
+            )
+            print(
+                f"(b) dataverse, {throughput['imported']}/{throughput['messages']} imported "
+                f"in {throughput['elapsed_s']:.1f} s (window {throughput['window_s']:.1f} s): "
+                f"steady {throughput['steady_emails_per_s']:.1f} emails/s of at most "
+                f"{throughput['most_emails_per_s']:.1f} -> "
+                f"{100 * throughput['throughput_fraction_of_limit']:.1f} % "
+                f"({throughput['throttled_batches']} throttled batches)"
+            )
+    print(
+        json.dumps(
+            {
+                "collector_overhead_pct": (
+                    round(overhead["collector_overhead_pct"], 3) if overhead else None
+                ),
+                "throughput_fraction_of_limit": (
+                    round(throughput["throughput_fraction_of_limit"], 4) if throughput else None
+                ),
+                "assess_messages_per_s": (
+                    round(overhead["assess_messages_per_s"], 1) if overhead else None
+                ),
+            }
         )
-        print(f"(b) dataverse, {throughput['imported']}/{throughput['messages']} imported in "
-              f"{throughput['elapsed_s']:.1f} s (window {throughput['window_s']:.1f} s): steady "
-              f"{throughput['steady_emails_per_s']:.1f} emails/s of at most "
-              f"{throughput['most_emails_per_s']:.1f} -> "
-              f"{100 * throughput['throughput_fraction_of_limit']:.1f} % "
-              f"({throughput['throttled_batches']} throttled batches)")
-    print(json.dumps({
-        "collector_overhead_pct": round(overhead["collector_overhead_pct"], 3),
-        "throughput_fraction_of_limit": round(throughput["throughput_fraction_of_limit"], 4),
-        "assess_messages_per_s": round(overhead["assess_messages_per_s"], 1),
-    }))
+    )
     return 0
 
 

@@ -9,7 +9,9 @@ records, and therefore what these figures can say (see :mod:`pstlib.importer.run
   answer, or on a 200 answer whose inner operations were throttled) and the ``Retry-After`` of a
   429 answer. Plain requests (contact and ``messageid`` look-ups, contact creates) are not here.
 * ``metrics``: samples written by the import loop every few seconds (``messages_processed``,
-  ``messages_per_s`` since the run started, ``collector_backlog``, ``worker_pid``) and one
+  ``messages_per_s`` since the run started, ``collector_backlog``, ``worker_pid``), every second
+  by the collector (resources: ``rss_bytes``, ``cpu_s``, ``cpu_percent`` and the writer
+  process's ``collector_*``; the import thread's seconds per stage: ``stage_s``) and one
   ``throttled`` sample per 429 the client obeyed (any request; value = the wait in seconds, label
   ``limit_code``), stamped when the collector wrote it (a few tens of ms late).
 * ``messages.outcome_detail``: a duplicate's detection method (``within_session``,
@@ -46,8 +48,10 @@ SIZE_EDGES: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 DUPLICATE_METHODS = ("within_session", "earlier_session", "dataverse")
 CONTACT_ACTIONS = ("matched", "created", "failed", "skipped")
-EVENT_METRICS = ("worker_pid", "throttled")
+EVENT_METRICS = ("worker_pid", "collector_pid", "throttled")
 """Metric names that are events or identities, not resource samples."""
+LABELLED_METRICS = ("stage_s",)
+"""Samples that mean something only with their labels (see :func:`find_bottleneck`)."""
 STAGES = ("open", "read", "dedupe", "contacts", "map", "send", "verify")
 
 
@@ -68,10 +72,9 @@ def _seconds(stamps: pd.Series) -> pd.Series:
 def _size_bins(operations: pd.Series, edges: Sequence[int]) -> pd.Series:
     """Each batch's size bin (an ordered categorical labelled ``1``, ``2-4``, ..., ``1000+``)."""
     lows = list(edges)
-    labels = [
-        (f"{lo}" if hi - 1 == lo else f"{lo}-{hi - 1}")
-        for lo, hi in pairwise(lows)
-    ] + [f"{lows[-1]}+"]
+    labels = [(f"{lo}" if hi - 1 == lo else f"{lo}-{hi - 1}") for lo, hi in pairwise(lows)] + [
+        f"{lows[-1]}+"
+    ]
     binned = pd.cut(
         operations.astype(float), bins=[*lows, np.inf], right=False, labels=labels, ordered=True
     )
@@ -79,8 +82,16 @@ def _size_bins(operations: pd.Series, edges: Sequence[int]) -> pd.Series:
 
 
 BATCH_COLUMNS = [
-    "session_id", "started_at_utc", "duration_s", "operations", "succeeded", "failed", "attempt",
-    "http_status", "limit_code", "retry_after_s",
+    "session_id",
+    "started_at_utc",
+    "duration_s",
+    "operations",
+    "succeeded",
+    "failed",
+    "attempt",
+    "http_status",
+    "limit_code",
+    "retry_after_s",
 ]
 
 
@@ -150,27 +161,33 @@ def summarize_batch_sizes(
         throttle_wait_s=("throttle_wait_s", "sum"),
     )
     table = counts.join(latency, how="left")
-    return (
-        table.assign(
-            executed_batches=table["executed_batches"].fillna(0).astype(np.int64),
-            operations=table["operations"].fillna(0).astype(np.int64),
-            mean_operations=table["mean_operations"].astype(float),
-            ms_per_operation=(table["executed_s"] * 1000.0 / table["operations"]).where(
-                table["operations"] > 0
-            ),
-            retried_batches=table["retried_batches"].astype(np.int64),
-            retried_share=table["retried_batches"] / table["batches"],
-            throttled_batches=table["throttled_batches"].astype(np.int64),
-            batches=table["batches"].astype(np.int64),
-        )
-        .reset_index()[
-            [
-                "size_bin", "batches", "executed_batches", "operations", "mean_operations",
-                "mean_duration_s", "p95_duration_s", "ms_per_operation", "retried_batches",
-                "retried_share", "throttled_batches", "throttle_wait_s",
-            ]
+    return table.assign(
+        executed_batches=table["executed_batches"].fillna(0).astype(np.int64),
+        operations=table["operations"].fillna(0).astype(np.int64),
+        mean_operations=table["mean_operations"].astype(float),
+        ms_per_operation=(table["executed_s"] * 1000.0 / table["operations"]).where(
+            table["operations"] > 0
+        ),
+        retried_batches=table["retried_batches"].astype(np.int64),
+        retried_share=table["retried_batches"] / table["batches"],
+        throttled_batches=table["throttled_batches"].astype(np.int64),
+        batches=table["batches"].astype(np.int64),
+    ).reset_index()[
+        [
+            "size_bin",
+            "batches",
+            "executed_batches",
+            "operations",
+            "mean_operations",
+            "mean_duration_s",
+            "p95_duration_s",
+            "ms_per_operation",
+            "retried_batches",
+            "retried_share",
+            "throttled_batches",
+            "throttle_wait_s",
         ]
-    )
+    ]
 
 
 # --- throttling ------------------------------------------------------------------------------------
@@ -205,7 +222,9 @@ def summarize_throttling(batches: pd.DataFrame, metrics: pd.DataFrame) -> pd.Dat
     ``Retry-After`` of the 429 batch answers), ``first_at_utc`` and ``last_at_utc`` (events).
     """
     require_columns(
-        "summarize_throttling", batches, ["session_id", "http_status", "limit_code", "retry_after_s"]
+        "summarize_throttling",
+        batches,
+        ["session_id", "http_status", "limit_code", "retry_after_s"],
     )
     require_columns(
         "summarize_throttling", metrics, ["session_id", "at_utc", "name", "value", "labels_json"]
@@ -228,12 +247,16 @@ def summarize_throttling(batches: pd.DataFrame, metrics: pd.DataFrame) -> pd.Dat
         throttled_inner=("inner", "sum"),
         batch_retry_after_total_s=("wait_s", "sum"),
     )
-    from_events = _throttle_events(metrics).groupby(keys).agg(
-        throttle_events=("wait_s", "size"),
-        retry_after_total_s=("wait_s", "sum"),
-        retry_after_mean_s=("wait_s", "mean"),
-        first_at_utc=("at_utc", "min"),
-        last_at_utc=("at_utc", "max"),
+    from_events = (
+        _throttle_events(metrics)
+        .groupby(keys)
+        .agg(
+            throttle_events=("wait_s", "size"),
+            retry_after_total_s=("wait_s", "sum"),
+            retry_after_mean_s=("wait_s", "mean"),
+            first_at_utc=("at_utc", "min"),
+            last_at_utc=("at_utc", "max"),
+        )
     )
     table = from_batches.join(from_events, how="outer").reset_index()
     counts = ["throttled_requests", "throttled_inner", "throttle_events"]
@@ -247,9 +270,17 @@ def summarize_throttling(batches: pd.DataFrame, metrics: pd.DataFrame) -> pd.Dat
         .sort_values(keys, kind="stable")
         .reset_index(drop=True)[
             [
-                "session_id", "limit_code", "limit", "throttled_requests", "throttled_inner",
-                "throttle_events", "retry_after_total_s", "retry_after_mean_s",
-                "batch_retry_after_total_s", "first_at_utc", "last_at_utc",
+                "session_id",
+                "limit_code",
+                "limit",
+                "throttled_requests",
+                "throttled_inner",
+                "throttle_events",
+                "retry_after_total_s",
+                "retry_after_mean_s",
+                "batch_retry_after_total_s",
+                "first_at_utc",
+                "last_at_utc",
             ]
         ]
     )
@@ -296,8 +327,14 @@ def rate_requests(batches: pd.DataFrame, *, freq: str = "1min") -> pd.DataFrame:
         operations_per_minute=summed["operations_succeeded"] / minutes,
     )[
         [
-            "session_id", "period_utc", "requests", "throttled_requests", "failed_requests",
-            "operations_succeeded", "requests_per_minute", "operations_per_minute",
+            "session_id",
+            "period_utc",
+            "requests",
+            "throttled_requests",
+            "failed_requests",
+            "operations_succeeded",
+            "requests_per_minute",
+            "operations_per_minute",
             "throttle_wait_s",
         ]
     ]
@@ -381,14 +418,21 @@ def attribute_session_time(
     )
     busy = pd.concat([requests, waits_of_batches, waits_of_events], ignore_index=True)
     # the end of a session still running: its last recorded request, wait or sample
-    last_s = pd.concat(
-        [
-            busy[["session_id", "end_s"]],
-            pd.DataFrame(
-                {"session_id": _text(metrics["session_id"]), "end_s": _seconds(metrics["at_utc"])}
-            ),
-        ]
-    ).groupby("session_id")["end_s"].max()
+    last_s = (
+        pd.concat(
+            [
+                busy[["session_id", "end_s"]],
+                pd.DataFrame(
+                    {
+                        "session_id": _text(metrics["session_id"]),
+                        "end_s": _seconds(metrics["at_utc"]),
+                    }
+                ),
+            ]
+        )
+        .groupby("session_id")["end_s"]
+        .max()
+    )
     begin = _seconds(sessions["started_at_utc"]).to_numpy()
     finish = _seconds(sessions["ended_at_utc"]).fillna(ids.map(last_s).astype(float)).to_numpy()
     wall = pd.Series(np.maximum(finish - begin, 0.0), index=ids.to_numpy()).fillna(0.0)
@@ -407,9 +451,11 @@ def attribute_session_time(
         throttle_wait_s=np.minimum(table["throttle_wait_s"], table["wall_s"] - table["request_s"])
     )
     table = table.assign(local_s=table["wall_s"] - table["request_s"] - table["throttle_wait_s"])
-    total = requests.assign(duration_s=batches["duration_s"].astype(float).to_numpy()).groupby(
-        "session_id"
-    )["duration_s"].sum()
+    total = (
+        requests.assign(duration_s=batches["duration_s"].astype(float).to_numpy())
+        .groupby("session_id")["duration_s"]
+        .sum()
+    )
     parts = table[["request_s", "throttle_wait_s", "local_s"]]
     labels = np.array(["requests", "throttle waits", "local work"], dtype=object)
     bottleneck = pd.Series(labels[parts.to_numpy().argmax(axis=1)], dtype="string").where(
@@ -418,14 +464,10 @@ def attribute_session_time(
     request_total = table["session_id"].map(total).astype(float).fillna(0.0)
     return table.assign(
         request_share=(table["request_s"] / table["wall_s"]).where(table["wall_s"] > 0),
-        throttle_wait_share=(table["throttle_wait_s"] / table["wall_s"]).where(
-            table["wall_s"] > 0
-        ),
+        throttle_wait_share=(table["throttle_wait_s"] / table["wall_s"]).where(table["wall_s"] > 0),
         local_share=(table["local_s"] / table["wall_s"]).where(table["wall_s"] > 0),
         request_time_total_s=request_total,
-        mean_requests_in_flight=(request_total / table["request_s"]).where(
-            table["request_s"] > 0
-        ),
+        mean_requests_in_flight=(request_total / table["request_s"]).where(table["request_s"] > 0),
         bottleneck=bottleneck.to_numpy(),
     )
 
@@ -434,18 +476,24 @@ def track_resources(metrics: pd.DataFrame, *, names: Sequence[str] | None = None
     """The sampled metrics of sessions as a tidy time series, with an interval message rate.
 
     Needs ``metrics``: ``session_id, at_utc, name, value``. ``names`` picks the metrics (default:
-    every sampled one, i.e. all but the events and identities of :data:`EVENT_METRICS`); where
+    every sampled one, i.e. all but the events and identities of :data:`EVENT_METRICS` and the
+    labelled samples of :data:`LABELLED_METRICS`); where
     ``messages_processed`` is among them, ``messages_per_s_interval`` is derived: the messages
     processed since the session's previous sample over the seconds between (NaN for the first
     sample and where the counter restarted: a resumed run counts again from zero). The importer
     itself samples ``messages_processed``, ``messages_per_s`` (since the run started) and
-    ``collector_backlog``; ``rss_bytes`` and ``cpu_percent`` appear when a monitor records them.
+    ``collector_backlog``, and every second ``rss_bytes``, ``cpu_s``, ``cpu_percent`` and the
+    writer process's ``collector_*`` (see :func:`resource_use` for them side by side).
     Returns ``session_id, at_utc, elapsed_s`` (since the session's first sample), ``name``,
     ``value``, sorted by session, time and name.
     """
     require_columns("track_resources", metrics, ["session_id", "at_utc", "name", "value"])
     name = _text(metrics["name"])
-    wanted = name.isin(list(names)) if names is not None else ~name.isin(list(EVENT_METRICS))
+    wanted = (
+        name.isin(list(names))
+        if names is not None
+        else ~name.isin([*EVENT_METRICS, *LABELLED_METRICS])
+    )
     samples = pd.DataFrame(
         {
             "session_id": _text(metrics["session_id"]),
@@ -472,6 +520,201 @@ def track_resources(metrics: pd.DataFrame, *, names: Sequence[str] | None = None
         )
         .sort_values(["session_id", "at_utc", "name"], kind="stable")
         .reset_index(drop=True)[["session_id", "at_utc", "elapsed_s", "name", "value"]]
+    )
+
+
+RESOURCE_METRICS = {
+    "rss_bytes": "rss_mb",
+    "cpu_s": "cpu_s",
+    "cpu_percent": "cpu_percent",
+    "collector_rss_bytes": "collector_rss_mb",
+    "collector_cpu_s": "collector_cpu_s",
+    "collector_cpu_percent": "collector_cpu_percent",
+}
+"""Resource metrics the importer samples (every second) and their columns in :func:`resource_use`."""
+
+
+def resource_use(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Memory and CPU of each session's importer and of its writer process, second by second.
+
+    The importer samples, every second, its own resident memory (``rss_bytes``), CPU seconds
+    since its process started (``cpu_s``: user + system) and CPU percent since the previous
+    sample (``cpu_percent``: 100 = one core busy), and its collector's writer process samples the
+    same for itself (``collector_*``). Samples are put in one-second bins (the last sample of a
+    bin wins). Needs ``metrics``: ``session_id, at_utc, name, value``. Returns ``session_id,
+    at_utc`` (the bin's start), ``elapsed_s`` (since the session's first bin), ``rss_mb, cpu_s,
+    cpu_percent, collector_rss_mb, collector_cpu_s, collector_cpu_percent`` (NaN where not
+    sampled: a session imported before these samples existed has no rows), sorted by session
+    and time. ``cpu_s`` starts again at each resumed run (a new process).
+    """
+    require_columns("resource_use", metrics, ["session_id", "at_utc", "name", "value"])
+    columns = list(RESOURCE_METRICS.values())
+    name = _text(metrics["name"])
+    wanted = name.isin(list(RESOURCE_METRICS)).fillna(False).to_numpy(bool)
+    samples = pd.DataFrame(
+        {
+            "session_id": _text(metrics["session_id"]),
+            "at_utc": pd.to_datetime(metrics["at_utc"], utc=True).dt.floor("s"),
+            "column": name.map(RESOURCE_METRICS),
+            "value": metrics["value"].astype(float),
+        }
+    )[wanted]
+    if samples.empty:
+        return pd.DataFrame(
+            {
+                "session_id": pd.Series(dtype="string"),
+                "at_utc": pd.Series(dtype="datetime64[ns, UTC]"),
+                "elapsed_s": pd.Series(dtype=float),
+                **{c: pd.Series(dtype=float) for c in columns},
+            }
+        )
+    wide = (
+        # the last sample of each metric in each second
+        samples.sort_values("at_utc", kind="stable")
+        .pivot_table(
+            index=["session_id", "at_utc"], columns="column", values="value", aggfunc="last"
+        )
+        .reindex(columns=columns)
+        .reset_index()
+    )
+    first = wide.groupby("session_id")["at_utc"].transform("min")
+    mb = 2.0**20
+    return (
+        wide.assign(
+            session_id=wide["session_id"].astype("string"),
+            elapsed_s=(wide["at_utc"] - first).dt.total_seconds(),
+            rss_mb=wide["rss_mb"] / mb,
+            collector_rss_mb=wide["collector_rss_mb"] / mb,
+        )
+        .sort_values(["session_id", "at_utc"], kind="stable")
+        .reset_index(drop=True)[["session_id", "at_utc", "elapsed_s", *columns]]
+        .rename_axis(columns=None)
+    )
+
+
+BOTTLENECK_STAGES = (
+    "read",
+    "dedupe",
+    "contacts",
+    "map",
+    "network",
+    "throttle_waits",
+    "store",
+    "other",
+)
+"""Where an import thread's time can go (see :func:`find_bottleneck`)."""
+
+
+def _stage_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per session and stage from ``stage_s`` samples: each run's last, summed over runs."""
+    rows = metrics[_text(metrics["name"]).eq("stage_s").fillna(False).to_numpy(bool)]
+    labels = _text(rows["labels_json"]).fillna("")
+    stamps = pd.DataFrame(
+        {
+            "session_id": _text(rows["session_id"]).to_numpy(),
+            "stage": labels.str.extract(r'"stage":\s*"([^"]*)"', expand=False).to_numpy(),
+            "run": labels.str.extract(r'"run":\s*"([^"]*)"', expand=False).fillna("").to_numpy(),
+            "value": rows["value"].astype(float).to_numpy(),
+        }
+    ).dropna(subset=["stage"])
+    return (
+        # cumulative within a run: its largest sample is where it ended
+        stamps.groupby(["session_id", "run", "stage"])["value"]
+        .max()
+        .groupby(level=["session_id", "stage"])
+        .sum()
+        .unstack("stage")
+    )
+
+
+def find_bottleneck(
+    sessions: pd.DataFrame, batches: pd.DataFrame, metrics: pd.DataFrame
+) -> pd.DataFrame:
+    """Which stage each session's import thread spent its time in: the bottleneck.
+
+    Method, for sessions whose importer sampled its stage timings (metric ``stage_s``: the import
+    thread's cumulative ``time.perf_counter`` seconds per stage, every second, labelled with the
+    ``stage`` and the ``run``; a resumed session sums its runs): ``read_s`` (parsing the
+    sources), ``dedupe_s`` (the ledger and Dataverse's ``messageid`` look-ups), ``contacts_s``
+    (resolving, looking up and creating contacts), ``map_s`` (building the payloads),
+    ``network_s`` (waiting for Dataverse to acknowledge the emails, less the throttle waits),
+    ``throttle_waits_s`` (time in ``Retry-After`` pauses with no request in flight, as
+    :func:`attribute_session_time` finds it, at most the time waited on the network),
+    ``store_s`` (waiting for the analytics collector), ``other_s`` (the rest of the runs' time:
+    handing rows over, progress, bookkeeping). ``method`` is ``"stage timings"``.
+
+    Sessions without stage timings (imported by an older pstlib) fall back to
+    :func:`attribute_session_time`: ``network_s`` = its ``request_s``, ``throttle_waits_s`` =
+    its ``throttle_wait_s``, ``other_s`` = its ``local_s`` (reading, dedupe, contacts and mapping
+    together: they cannot be told apart); the per-stage columns are NaN and ``method`` is
+    ``"request attribution"``.
+
+    Needs what :func:`attribute_session_time` needs, and ``metrics.labels_json``. Returns one row
+    per session: ``session_id, method, total_s`` (the stages' sum: the runs' time, which for a
+    resumed session excludes the time between runs), the eight ``<stage>_s`` columns,
+    ``bottleneck`` (the stage of most seconds; NA for a session of no time) and
+    ``bottleneck_share`` (its share of ``total_s``).
+    """
+    require_columns(
+        "find_bottleneck", metrics, ["session_id", "at_utc", "name", "value", "labels_json"]
+    )
+    attributed = attribute_session_time(sessions, batches, metrics).set_index("session_id")
+    timed = _stage_seconds(metrics).reindex(
+        columns=["read", "dedupe", "contacts", "map", "network", "store", "run"]
+    )
+    ids = attributed.index
+    timed = timed.reindex(ids)
+    has_timings = timed["run"].notna().to_numpy()
+    network = timed["network"].fillna(0.0)
+    # throttle pauses happen while the import thread waits on the network
+    waits = np.minimum(attributed["throttle_wait_s"].to_numpy(), network.to_numpy())
+    staged = pd.DataFrame(
+        {
+            "read_s": timed["read"].fillna(0.0),
+            "dedupe_s": timed["dedupe"].fillna(0.0),
+            "contacts_s": timed["contacts"].fillna(0.0),
+            "map_s": timed["map"].fillna(0.0),
+            "network_s": network - waits,
+            "throttle_waits_s": waits,
+            "store_s": timed["store"].fillna(0.0),
+        },
+        index=ids,
+    )
+    staged = staged.assign(other_s=(timed["run"] - staged.sum(axis=1)).clip(lower=0.0))
+    fallback = pd.DataFrame(
+        {
+            "read_s": np.nan,
+            "dedupe_s": np.nan,
+            "contacts_s": np.nan,
+            "map_s": np.nan,
+            "network_s": attributed["request_s"],
+            "throttle_waits_s": attributed["throttle_wait_s"],
+            "store_s": np.nan,
+            "other_s": attributed["local_s"],
+        },
+        index=ids,
+    )
+    columns = [f"{stage}_s" for stage in BOTTLENECK_STAGES]
+    table = staged[columns].where(pd.Series(has_timings, index=ids), fallback[columns], axis=0)
+    total = table.sum(axis=1, min_count=1).fillna(0.0)
+    values = table.fillna(-1.0).to_numpy()
+    bottleneck = pd.Series(
+        np.array(BOTTLENECK_STAGES, dtype=object)[values.argmax(axis=1)],
+        index=ids,
+        dtype="string",
+    ).where(total.to_numpy() > 0)
+    return (
+        table.assign(
+            method=np.where(has_timings, "stage timings", "request attribution"),
+            total_s=total,
+            bottleneck=bottleneck,
+            bottleneck_share=(values.max(axis=1) / total).where(total > 0),
+        )
+        .rename_axis("session_id")
+        .reset_index()
+        .astype({"session_id": "string", "method": "string"})[
+            ["session_id", "method", "total_s", *columns, "bottleneck", "bottleneck_share"]
+        ]
     )
 
 
@@ -623,8 +866,16 @@ def rank_error_causes(
         .reset_index(drop=True)
     )
     columns = [
-        "stage", "signature", "occurrences", "error_count", "failed_message_count", "sessions",
-        "code", "first_seen_utc", "last_seen_utc", "example",
+        "stage",
+        "signature",
+        "occurrences",
+        "error_count",
+        "failed_message_count",
+        "sessions",
+        "code",
+        "first_seen_utc",
+        "last_seen_utc",
+        "example",
     ]
     ranked = ranked.reindex(columns=columns)
     return ranked.head(top) if top is not None else ranked
@@ -677,9 +928,7 @@ def summarize_duplicates(
         .unstack("method")
         .reindex(columns=[*DUPLICATE_METHODS, "other_method"])
     )
-    table = counts.join(per_method).fillna(
-        dict.fromkeys([*DUPLICATE_METHODS, "other_method"], 0)
-    )
+    table = counts.join(per_method).fillna(dict.fromkeys([*DUPLICATE_METHODS, "other_method"], 0))
     table = table.astype(dict.fromkeys([*DUPLICATE_METHODS, "other_method"], np.int64)).assign(
         duplicate_share=lambda f: f["duplicate_count"] / f["message_count"]
     )
@@ -808,8 +1057,12 @@ def summarize_contacts(contacts: pd.DataFrame) -> pd.DataFrame:
         .rename_axis(None, axis=1)
         .reset_index()[
             [
-                "session_id", "contacts", *CONTACT_ACTIONS, "would_create",
-                *(f"{a}_rate" for a in CONTACT_ACTIONS), "create_failure_rate",
+                "session_id",
+                "contacts",
+                *CONTACT_ACTIONS,
+                "would_create",
+                *(f"{a}_rate" for a in CONTACT_ACTIONS),
+                "create_failure_rate",
             ]
         ]
     )
@@ -848,7 +1101,9 @@ def rank_unresolved_addresses(
     )
     require_columns("rank_unresolved_addresses", recipients, ["message_row_id", "address", "name"])
     require_columns(
-        "rank_unresolved_addresses", contacts, ["session_id", "address", "action", "detail", "at_utc"]
+        "rank_unresolved_addresses",
+        contacts,
+        ["session_id", "address", "action", "detail", "at_utc"],
     )
     sent = messages[_text(messages["outcome"]).isin(list(outcomes)).fillna(False).to_numpy(bool)]
     session_of = sent.set_index("message_row_id")["session_id"]
@@ -867,9 +1122,7 @@ def rank_unresolved_addresses(
             pd.DataFrame(
                 {
                     "message_row_id": as_recipient["message_row_id"].to_numpy(),
-                    "session_id": _text(
-                        as_recipient["message_row_id"].map(session_of)
-                    ).to_numpy(),
+                    "session_id": _text(as_recipient["message_row_id"].map(session_of)).to_numpy(),
                     "address": _text(as_recipient["address"]).to_numpy(),
                     "name": _text(as_recipient["name"]).to_numpy(),
                     "sender": np.zeros(len(as_recipient), dtype=np.int64),
@@ -914,11 +1167,15 @@ def rank_unresolved_addresses(
     per_message = unresolved.groupby(["address", "message_row_id"]).agg(
         sender=("sender", "max"), session_id=("session_id", "first"), name=("name", "first")
     )
-    ranked = per_message.reset_index().groupby("address").agg(
-        name=("name", "first"),
-        message_count=("message_row_id", "size"),
-        as_sender=("sender", "sum"),
-        sessions=("session_id", "nunique"),
+    ranked = (
+        per_message.reset_index()
+        .groupby("address")
+        .agg(
+            name=("name", "first"),
+            message_count=("message_row_id", "size"),
+            as_sender=("sender", "sum"),
+            sessions=("session_id", "nunique"),
+        )
     )
     ranked = ranked.assign(as_recipient=ranked["message_count"] - ranked["as_sender"])
     latest = (
@@ -935,8 +1192,14 @@ def rank_unresolved_addresses(
         .sort_values(["message_count", "address"], ascending=[False, True], kind="stable")
         .reset_index(drop=True)[
             [
-                "address", "name", "message_count", "as_sender", "as_recipient", "sessions",
-                "last_action", "last_detail",
+                "address",
+                "name",
+                "message_count",
+                "as_sender",
+                "as_recipient",
+                "sessions",
+                "last_action",
+                "last_detail",
             ]
         ]
     )

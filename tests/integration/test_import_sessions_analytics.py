@@ -177,3 +177,29 @@ def test_every_analysis_on_real_sessions(imported: tuple[Store, dict[str, str]])
     assert estimate.seconds > 0 and np.isfinite(estimate.seconds)
     error = est.estimate_error(past)
     assert error.sessions == 2 and len(error.predictions) == 2
+
+
+@pytest.mark.slow
+def test_resources_and_bottleneck_of_real_sessions(imported: tuple[Store, dict[str, str]]) -> None:
+    store, ids = imported
+    sessions = load.load_sessions(store)
+    batches = load.load_batches(store)
+    metrics = load.load_metrics(store)
+    # every session sampled its importer's and its writer's memory and CPU
+    use = ops.resource_use(metrics)
+    assert set(use["session_id"]) == set(sessions["session_id"])
+    assert (use.groupby("session_id")[["rss_mb", "collector_rss_mb"]].max() > 10).all().all()
+    # and where its import thread's time went, stage by stage
+    where = ops.find_bottleneck(sessions, batches, metrics).set_index("session_id")
+    assert (where["method"] == "stage timings").all()
+    stages = [f"{stage}_s" for stage in ops.BOTTLENECK_STAGES]
+    assert np.allclose(where[stages].sum(axis=1), where["total_s"])
+    walls = (sessions["ended_at_utc"] - sessions["started_at_utc"]).dt.total_seconds()
+    assert (where["total_s"] <= walls.set_axis(sessions["session_id"]).loc[where.index] + 1).all()
+    once, assessed = ids["once"], ids["assessed"]
+    # the Dataverse import waited on Dataverse (requests and the storm's Retry-After pause);
+    # the assess session sent nothing
+    assert where.loc[once, "network_s"] + where.loc[once, "throttle_waits_s"] > 0
+    assert where.loc[once, "contacts_s"] > 0 and where.loc[once, "map_s"] > 0
+    assert where.loc[assessed, "network_s"] == where.loc[assessed, "throttle_waits_s"] == 0
+    assert where.loc[assessed, "read_s"] > 0
