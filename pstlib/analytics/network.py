@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import sparse  # type: ignore[import-untyped]
 
 from pstlib.analytics.imports import require_columns
-from pstlib.analytics.threading import address_codes
+from pstlib.analytics.threading import address_codes, most_frequent
 from pstlib.errors import PstlibError
 
 __all__ = [
@@ -226,20 +226,8 @@ def _names(
     text = messages["sender_name"].astype("string").str.strip()
     name_code, distinct = pd.factorize(text.mask(text == ""))
     usable = np.flatnonzero((source >= 0) & (name_code >= 0))
-    if not len(usable):
-        return names
-    width = len(distinct)
-    key = source[usable] * width + name_code[usable]
-    # per (address, name): how often, and the last row it was seen on
-    pairs, counts = np.unique(key, return_counts=True)
-    _, reverse_first = np.unique(key[::-1], return_index=True)
-    last_seen = usable[len(key) - 1 - reverse_first]
-    address, name = pairs // width, pairs % width
-    best = np.lexsort((-last_seen, -counts, address))
-    best = best[np.append(True, address[best][1:] != address[best][:-1])]
-    names[address[best]] = [
-        _xml_text(str(v)) for v in np.asarray(distinct, dtype=object)[name[best]]
-    ]
+    address, name = most_frequent(source, name_code.astype(np.int64), usable)
+    names[address] = [_xml_text(str(v)) for v in np.asarray(distinct, dtype=object)[name]]
     return names
 
 

@@ -21,6 +21,7 @@ from pstlib.analytics.threading import (
     address_codes,
     distinct_value_flags,
     flag_automated_messages,
+    most_frequent,
     reply_pairs,
     thread_messages,
 )
@@ -600,18 +601,10 @@ def _usual_names(messages: pd.DataFrame, senders: _Senders) -> pd.Series:
     usable = np.flatnonzero((code >= 0) & (code != senders.owner) & (name_code >= 0))
     if not len(usable):
         return pd.Series(dtype="string")
-    width = len(names)
-    key = code[usable] * width + name_code[usable]
-    # per (sender, name): how often, and the last row it was seen on
-    pairs, counts = np.unique(key, return_counts=True)
-    _, reverse_first = np.unique(key[::-1], return_index=True)
-    last_seen = usable[len(key) - 1 - reverse_first]
-    sender, name = pairs // width, pairs % width
-    best = np.lexsort((-last_seen, -counts, sender))
-    best = best[np.append(True, sender[best][1:] != sender[best][:-1])]
+    sender, name = most_frequent(code, name_code, usable)
     return pd.Series(
-        names.take(name[best]).to_numpy(),
-        index=senders.addresses[sender[best]],
+        names.take(name).to_numpy(),
+        index=senders.addresses[sender],
         dtype="string",
     )
 

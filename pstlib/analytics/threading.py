@@ -164,6 +164,23 @@ def _take(array: pa.Array, positions: I64) -> pa.Array:
     return array.take(pa.array(positions, mask=positions < 0))
 
 
+def most_frequent(keys: I64, values: I64, rows: I64) -> tuple[I64, I64]:
+    """Per key, the value seen most often among ``rows`` (positions into ``keys`` and ``values``,
+    in order; ties: the value seen last), e.g. the display name each address uses most.
+    Returns ``(key, value)`` arrays, one entry per key present, sorted by key."""
+    if not len(rows):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    width = int(values[rows].max()) + 1
+    pair = keys[rows] * width + values[rows]
+    pairs, counts = np.unique(pair, return_counts=True)
+    _, reverse_first = np.unique(pair[::-1], return_index=True)
+    last_seen = rows[len(pair) - 1 - reverse_first]
+    key, value = pairs // width, pairs % width
+    best = np.lexsort((-last_seen, -counts, key))
+    best = best[np.append(True, key[best][1:] != key[best][:-1])]
+    return key[best], value[best]
+
+
 def address_codes(values: pd.Series) -> tuple[I64, pd.Series]:
     """Addresses (or any repetitive text) as integer codes of their normalised (stripped,
     lower-cased) form: ``codes`` (-1 where missing) and ``uniques`` (the normalised values, a

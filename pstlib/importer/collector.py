@@ -576,19 +576,20 @@ def wait_for_collectors(pids: Sequence[int], *, timeout_s: float = 10.0) -> list
     deadline = time.monotonic() + timeout_s
     with _IDLE_LOCK:  # this process's idle writers are alive, and idle
         ours = {w.popen.pid for (pid, _), idle in _IDLE.items() if pid == os.getpid() for w in idle}
-    alive = [p for p in pids if p != os.getpid() and p not in ours and _alive(p)]
+    alive = [p for p in pids if p != os.getpid() and p not in ours and process_alive(p, _ENTRY)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.01)
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if process_alive(p, _ENTRY)]
     return alive
 
 
 _ENTRY = b"pstlib.importer.collector"
 
 
-def _alive(pid: int) -> bool:
-    """Is ``pid`` a live writer process? (Where ``/proc`` tells, a pid reused by another program
-    is not one.)"""
+def process_alive(pid: int, command: bytes | None = None) -> bool:
+    """Is ``pid`` a live process (not a zombie), and, given ``command``, one whose command line
+    holds it? Where ``/proc`` cannot tell, a process that exists counts as alive: a pid reused by
+    another program then makes a resume wait, never a write land twice."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -598,10 +599,10 @@ def _alive(pid: int) -> bool:
     proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-        command = (proc / "cmdline").read_bytes()
+        line = (proc / "cmdline").read_bytes() if command is not None else b""
     except (OSError, IndexError):
         return True
-    return state != "Z" and _ENTRY in command
+    return state != "Z" and (command is None or command in line)
 
 
 # -- the import side ------------------------------------------------------------------------------

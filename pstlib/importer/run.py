@@ -54,12 +54,12 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import func, select
 
-from pstlib.analytics.imports import SessionSummary, summarize_session
+from pstlib.analytics.imports import MESSAGE_COUNT_COLUMNS, SessionSummary, summarize_session
 from pstlib.dataverse import BatchRecord, DataverseClient, MappingOptions, ThrottleEvent
 from pstlib.dataverse.client import EmailPipeline, OperationResult
 from pstlib.dataverse.mapping import EmailPayload, is_outgoing, map_message
 from pstlib.errors import ConfigError, DataverseError, SourceError
-from pstlib.importer.collector import Collector, wait_for_collectors
+from pstlib.importer.collector import Collector, process_alive, wait_for_collectors
 from pstlib.importer.contacts import ContactPolicy, ContactResolver, regarding_address
 from pstlib.importer.dedupe import (
     Deduplicator,
@@ -227,19 +227,7 @@ def summarize_counted(store: Store, session_id: str) -> SessionSummary:
     )
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
-    counted = pd.DataFrame(
-        [tuple(r) for r in rows],
-        columns=[
-            "outcome",
-            "message_class",
-            "item_kind",
-            "folder_role",
-            "message_count",
-            "size_bytes",
-            "earliest_at_utc",
-            "latest_at_utc",
-        ],
-    )
+    counted = pd.DataFrame([tuple(r) for r in rows], columns=list(MESSAGE_COUNT_COLUMNS))
     return summarize_session(
         store.get_session(session_id),
         load.load_sources(store, session_id),
@@ -331,23 +319,8 @@ def _worker_alive(store: Store, session_id: str, stale_after_s: float) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this very process: whatever ran the session here has stopped
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    # this very process: whatever ran the session here has stopped
+    return pid != os.getpid() and process_alive(pid)
 
 
 # --- one run of a session ------------------------------------------------------------------------

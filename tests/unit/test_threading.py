@@ -297,3 +297,17 @@ def test_blanks_and_case_around_ids_never_change_the_threads(
         t.loc[linked.index, "thread_id"].to_numpy() == t.loc[linked, "thread_id"].to_numpy()
     ).all()
     assert (t.loc[linked.index, "depth"].to_numpy() > t.loc[linked, "depth"].to_numpy()).all()
+
+
+def test_most_frequent_value_per_key_ties_go_to_the_last_seen() -> None:
+    import numpy as np
+
+    from pstlib.analytics.threading import most_frequent
+
+    keys = np.array([0, 0, 0, 1, 1, 2, 2, 0], dtype=np.int64)
+    values = np.array([5, 3, 5, 1, 2, 4, 9, 3], dtype=np.int64)
+    # key 0: 5 twice, 3 twice, 3 seen last -> 3; key 1: tie 1/2, 2 last -> 2; row 6 left out
+    key, value = most_frequent(keys, values, np.array([0, 1, 2, 3, 4, 5, 7], dtype=np.int64))
+    assert key.tolist() == [0, 1, 2] and value.tolist() == [3, 2, 4]
+    empty = most_frequent(keys, values, np.empty(0, dtype=np.int64))
+    assert [a.tolist() for a in empty] == [[], []]
