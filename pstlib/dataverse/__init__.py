@@ -8,7 +8,13 @@ from pstlib.dataverse.auth import (
 )
 from pstlib.dataverse.client import BatchRecord, DataverseClient, OperationResult
 from pstlib.dataverse.mapping import EmailPayload, MappingOptions, map_message
-from pstlib.dataverse.throttle import AdaptiveLimits, RetryPolicy, ThrottleEvent
+from pstlib.dataverse.throttle import (
+    AdaptiveLimits,
+    ExecutionPacer,
+    RetryPolicy,
+    ServiceLimits,
+    ThrottleEvent,
+)
 
 __all__ = [
     "AdaptiveLimits",
@@ -16,10 +22,12 @@ __all__ = [
     "ClientCredentialsTokenProvider",
     "DataverseClient",
     "EmailPayload",
+    "ExecutionPacer",
     "MappingOptions",
     "MsalTokenProvider",
     "OperationResult",
     "RetryPolicy",
+    "ServiceLimits",
     "ThrottleEvent",
     "TokenProvider",
     "map_message",

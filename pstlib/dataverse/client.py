@@ -17,11 +17,16 @@ Follows Microsoft's "Use the Dataverse Web API", "Compose HTTP requests and hand
 * each email is completed (``statecode`` 1, ``statuscode`` 3 Sent / 4 Received) by a PATCH with
   ``If-Match: *`` (so that it can only update, never create: a PATCH is otherwise an upsert) that
   follows its create in the same batch (operations outside change sets run in order);
+* every request spends the user's execution-time budget through the throttle's
+  :class:`~pstlib.dataverse.throttle.ExecutionPacer` (what each request took, as measured here,
+  against the documented 1200 s per 300 s, a little below it), so that the limit is used up
+  without being crossed; a 429 is a correction (wait its ``Retry-After``, spend less) rather
+  than how the client learns the limit;
 * worker threads keep ``$batch`` requests in flight from one queue shared by every round
   (:class:`EmailPipeline`), as many as the throttle's :class:`~pstlib.dataverse.throttle.
-  AdaptiveLimits` allow and, after execution-time 429s, fewer (an AIMD cap on requests in
-  flight); every ``$batch`` attempt is reported as a :class:`BatchRecord` to ``on_batch``
-  (called on the thread that collects the results);
+  AdaptiveLimits` and the pacer allow and, after concurrency 429s, fewer (an AIMD cap on
+  requests in flight); every ``$batch`` attempt is reported as a :class:`BatchRecord` to
+  ``on_batch`` (called on the thread that collects the results);
 * many emails are read back at once with ``GET`` operations in ``$batch`` requests
   (:meth:`DataverseClient.get_emails`): a batch counts as one request toward the limits.
 
@@ -61,12 +66,14 @@ from pstlib.dataverse.batch import (
 from pstlib.dataverse.mapping import EmailPayload, contact_id_for, normalise_messageid
 from pstlib.dataverse.throttle import (
     CONCURRENCY_LIMIT,
-    EXECUTION_TIME_LIMIT,
     AdaptiveLimits,
     Clock,
+    ExecutionPacer,
     RetryPolicy,
+    ServiceLimits,
     Throttle,
     ThrottleEvent,
+    Ticket,
     limit_code_of,
     parse_odata_error,
     parse_retry_after,
@@ -185,6 +192,8 @@ class DataverseClient:
         limits: AdaptiveLimits | None = None,
         policy: RetryPolicy | None = None,
         clock: Clock | None = None,
+        service_limits: ServiceLimits | None = None,
+        pacer: ExecutionPacer | None = None,
         max_operation_attempts: int = 5,
         lookup_chunk: int = 50,
         read_batch_size: int = MAX_BATCH_OPERATIONS,
@@ -199,7 +208,8 @@ class DataverseClient:
         )
         self._owns_http = http is None
         self._tokens: TokenProvider = token_provider or token_provider_for(settings)
-        self.max_concurrency = max(1, max_concurrency)
+        self.service_limits = service_limits or ServiceLimits()
+        self.max_concurrency = max(1, min(max_concurrency, self.service_limits.max_concurrent))
         self.throttle = Throttle(
             limits
             or AdaptiveLimits(
@@ -208,11 +218,12 @@ class DataverseClient:
             clock=clock,
             policy=policy,
             on_throttle=on_throttle,
+            pacer=pacer or ExecutionPacer(self.service_limits),
         )
         self.on_batch = on_batch
         self.max_operation_attempts = max_operation_attempts
         # Requests in flight, and how many may be: the throttle's concurrency, further capped
-        # after execution-time (or concurrency) 429s (see _governed).
+        # after concurrency 429s (see _governed).
         self._gov_lock = threading.Lock()
         self._in_flight = 0
         self._in_flight_cap = float(self.throttle.limits.concurrency)  # grows from the start
@@ -249,11 +260,15 @@ class DataverseClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         attempts: list[_Attempt] | None = None,
+        operations: int = 1,
+        ticket: Ticket | None = None,
     ) -> httpx.Response:
         """Send until an answer that is neither 429 nor 5xx, or the retry budget is spent.
 
-        429: wait exactly ``Retry-After`` (through the shared throttle). 5xx and transport errors:
-        exponential backoff with jitter. 401: renew the token once.
+        Each try is let through by the throttle (pause, spacing, execution budget for
+        ``operations``; ``ticket`` when the caller was let through already) and settles what it
+        took. 429: wait exactly ``Retry-After`` (through the shared throttle). 5xx and transport
+        errors: exponential backoff with jitter. 401: renew the token once.
         """
         policy = self.throttle.policy
         clock = self.throttle.clock
@@ -261,7 +276,9 @@ class DataverseClient:
         renewed = refresh = False
         while True:
             tries += 1
-            self.throttle.before_request()
+            # single requests (lookups) feed the batches: they go first
+            admitted = ticket or self.throttle.admit(operations, first=path != "$batch")
+            ticket = None
             token = self._tokens.token(refresh=refresh)
             refresh = False
             all_headers = {**ODATA_HEADERS, "Authorization": f"Bearer {token}", **(headers or {})}
@@ -276,8 +293,10 @@ class DataverseClient:
                     headers=all_headers,
                 )
             except httpx.TransportError as exc:
+                took = clock.monotonic() - t0
+                self.throttle.settle(replace(admitted, operations=0), took)  # learn nothing
                 if attempts is not None:
-                    attempts.append(_Attempt(started, clock.monotonic() - t0, None))
+                    attempts.append(_Attempt(started, took, None))
                 if tries >= policy.max_attempts:
                     raise DataverseError(
                         0, "transport_error", f"{type(exc).__name__}: {exc}"
@@ -287,6 +306,12 @@ class DataverseClient:
                 continue
             status = response.status_code
             attempt = _Attempt(started, clock.monotonic() - t0, status)
+            if status == 429:  # refused before any execution: give the charge back
+                self.throttle.settle(replace(admitted, operations=0), 0.0)
+            elif status >= 400:  # some execution, maybe; not a measure of the operations
+                self.throttle.settle(replace(admitted, operations=0), attempt.duration_s)
+            else:
+                self.throttle.settle(admitted, attempt.duration_s)
             if attempts is not None:
                 attempts.append(attempt)
             if status == 401 and not renewed:
@@ -567,13 +592,14 @@ class DataverseClient:
         return max(self._min_batch_size, self.throttle.batch_size)
 
     def _governed(self, limit_code: str | None, retry_after_s: float) -> None:
-        """After an execution-time or concurrency 429: fewer requests in flight.
+        """After a concurrency (or an unnamed) 429: fewer requests in flight.
 
         Multiplicative decrease of the cap to 85 % of what was in flight, once per pause (the
         requests that were in flight when the limit was met get their 429s too, and must not
-        shrink it again).
+        shrink it again). Execution-time 429s slow the pacer instead (the throttle does that):
+        the execution budget is spent at a rate, whatever number of requests spends it.
         """
-        if limit_code not in (EXECUTION_TIME_LIMIT, CONCURRENCY_LIMIT, None):
+        if limit_code not in (CONCURRENCY_LIMIT, None):
             return
         with self._gov_lock:
             now = self.throttle.clock.monotonic()
@@ -583,8 +609,11 @@ class DataverseClient:
             in_flight = max(1, self._in_flight)
             self._in_flight_cap = max(1.0, min(self._in_flight_cap, float(in_flight)) * 0.85)
 
-    def _run_batch(self, chunk: list[_Job]) -> _BatchOutcome:
-        """One ``$batch`` request for ``chunk`` (in a worker thread): a verdict per job."""
+    def _run_batch(self, chunk: list[_Job], ticket: Ticket | None = None) -> _BatchOutcome:
+        """One ``$batch`` request for ``chunk`` (in a worker thread): a verdict per job.
+
+        ``ticket``: the throttle let this batch through already (:meth:`EmailPipeline._work`).
+        """
         items = _numbered([item for job in chunk for item in job.items])
         encoded = encode_batch(items)
         round_ = max(job.attempts for job in chunk)
@@ -599,6 +628,8 @@ class DataverseClient:
                 content=encoded.body,
                 headers={"Content-Type": encoded.content_type, "Prefer": "odata.continue-on-error"},
                 attempts=attempts,
+                operations=encoded.operation_count,
+                ticket=ticket,
             )
         except DataverseError as exc:
             verdicts = [
@@ -750,6 +781,7 @@ class EmailPipeline:
         self._active = 0
         self._tickets = 0
         self._closing = False
+        self._pacing: threading.Thread | None = None  # the one worker timing the next start
 
     def __enter__(self) -> EmailPipeline:
         return self
@@ -846,17 +878,13 @@ class EmailPipeline:
         cond = self._cond
         while True:
             with cond:
-                while not self._closing and (
-                    not self._pending or not client.may_start_batch(self._active)
-                ):
-                    cond.wait(0.05)
-                if self._closing:
+                taken = self._next_batch()
+                if taken is None:
                     return
-                size = self._batch_size or client.batch_size
-                chunk = _take(self._pending, size)
+                chunk, ticket = taken
                 self._active += 1
             try:
-                outcome = client._run_batch(chunk)
+                outcome = client._run_batch(chunk, ticket)
                 settled = [
                     self._settle(job, v) for job, v in zip(chunk, outcome.verdicts, strict=True)
                 ]
@@ -880,6 +908,41 @@ class EmailPipeline:
                     if found.remaining == 0:
                         self._finished.append(job.ticket)
                 cond.notify_all()
+
+    def _next_batch(self) -> tuple[list[_Job], Ticket] | None:
+        """Under the condition: wait until a batch may go, take it and its ticket (``None``: the
+        pipeline is closing).
+
+        Held by the budget (the pacer), one worker waits for the exact moment the next batch
+        may go while the others wait to be woken, so that the idle workers do not all wake up
+        and contend at every start (which would also delay the answers being read, and make
+        the requests in flight look longer than they are).
+        """
+        client = self.client
+        cond = self._cond
+        me = threading.current_thread()
+        try:
+            while not self._closing:
+                wait = 0.05
+                if self._pending and client.may_start_batch(self._active):
+                    delay = client.throttle.ready_in()
+                    if delay <= 0:
+                        size = self._batch_size or client.batch_size
+                        chunk = _take(self._pending, size)
+                        ticket = client.throttle.try_admit(sum(job.operations for job in chunk))
+                        if ticket is not None:
+                            return chunk, ticket
+                        self._pending.extendleft(reversed(chunk))  # not yet: leave it queued
+                        delay = client.throttle.ready_in()
+                    if self._pacing in (None, me):
+                        self._pacing = me
+                        wait = min(wait, max(0.001, delay))
+                cond.wait(wait)
+            return None
+        finally:
+            if self._pacing is me:
+                self._pacing = None
+                cond.notify()  # someone else times the next start
 
     def _settle(self, job: _Job, verdict: _Verdict) -> tuple[_Job | None, Any]:
         """``(job to send, None)`` to send again or go on, or ``(None, final result)``."""

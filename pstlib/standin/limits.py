@@ -14,7 +14,16 @@ number of requests and execution time limits ... before the service protection A
 take effect",
 so a request is refused once the window already holds the limit. Exceeding the concurrent requests
 "will immediately return an error". A 429 carries ``Retry-After`` in seconds. ``time_scale`` shrinks
-every duration (window, execution time) so a test can rehearse the limits in seconds.
+every duration (window, execution time, the waits asked) so a test can rehearse the limits in seconds.
+
+Retry-After under a time scale: Dataverse asks for whole seconds (HTTP's delay-seconds is an
+integer), at least 1. Rounding the *scaled* wait up to a whole real second would be no rehearsal
+of that: at ``time_scale=0.02`` one real second is 50 Dataverse seconds, a sixth of the window,
+where Dataverse would have asked for one or two. So the wait is rounded up to whole *Dataverse*
+seconds and then scaled like every other duration; at ``time_scale=1`` that is exactly the
+integer Dataverse sends, and under a time scale it is a decimal ("0.06" for 3 Dataverse seconds
+at 0.02). The decimal is outside HTTP's grammar; it exists only in a time-scaled rehearsal,
+which no client could follow with whole seconds anyway (pstlib reads it as a number of seconds).
 """
 
 from __future__ import annotations
@@ -45,16 +54,23 @@ class Limits:
 class Throttled(Exception):
     """A request refused by a service protection limit: 429 with ``Retry-After``."""
 
-    def __init__(self, code: str, message: str, retry_after_s: float) -> None:
+    def __init__(
+        self, code: str, message: str, retry_after_s: float, time_scale: float = 1.0
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s  # real seconds
+        self.time_scale = time_scale
 
     @property
     def retry_after(self) -> str:
-        """The ``Retry-After`` header value: whole seconds, at least 1."""
-        return str(max(1, math.ceil(self.retry_after_s)))
+        """The ``Retry-After`` header value: whole Dataverse seconds, at least 1, scaled by
+        ``time_scale`` (a decimal when time-scaled; see the module's docstring)."""
+        whole = max(1, math.ceil(self.retry_after_s / self.time_scale - 1e-9))
+        if self.time_scale == 1.0:
+            return str(whole)
+        return f"{whole * self.time_scale:.6f}".rstrip("0").rstrip(".")
 
 
 def requests_message(limits: Limits) -> str:
@@ -98,6 +114,7 @@ class ServiceProtection:
 
     def admit(self, user: str) -> None:
         """Count one incoming request, or raise :class:`Throttled` (the request is not counted)."""
+        scale = self.limits.time_scale
         with self._lock:
             now = self._clock()
             state = self._users.setdefault(user, _User())
@@ -105,13 +122,12 @@ class ServiceProtection:
             if len(state.requests) >= self.limits.max_requests:
                 index = len(state.requests) - self.limits.max_requests
                 wait = state.requests[index] + self._window - now
-                raise Throttled(REQUESTS_CODE, requests_message(self.limits), wait)
+                raise Throttled(REQUESTS_CODE, requests_message(self.limits), wait, scale)
             if state.execution_total >= self._max_execution:
-                raise Throttled(
-                    EXECUTION_CODE, execution_message(self.limits), self._execution_wait(state, now)
-                )
-            if state.in_flight >= self.limits.max_concurrent:
-                raise Throttled(CONCURRENT_CODE, concurrent_message(self.limits), 1.0)
+                wait = self._execution_wait(state, now)
+                raise Throttled(EXECUTION_CODE, execution_message(self.limits), wait, scale)
+            if state.in_flight >= self.limits.max_concurrent:  # a Dataverse second
+                raise Throttled(CONCURRENT_CODE, concurrent_message(self.limits), scale, scale)
             state.requests.append(now)
             state.in_flight += 1
 

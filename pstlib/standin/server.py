@@ -374,7 +374,10 @@ class StandinServer:
         if fault is not None:
             self._count("throttled_storm")
             wait = Throttled(
-                "0x80072322", requests_message(self.config.limits), float(fault.split(":", 1)[1])
+                "0x80072322",
+                requests_message(self.config.limits),
+                float(fault.split(":", 1)[1]),
+                self.config.time_scale,
             )
             return _throttled_reply(wait)
         try:

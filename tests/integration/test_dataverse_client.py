@@ -15,7 +15,7 @@ from pstlib.dataverse import (
     ThrottleEvent,
     map_message,
 )
-from pstlib.dataverse.mapping import contact_id_for
+from pstlib.dataverse.mapping import EmailPayload, contact_id_for
 from pstlib.dataverse.throttle import AdaptiveLimits, RetryPolicy
 from pstlib.errors import DataverseError
 from pstlib.models import Address, Attachment, Message, Recipient, RecipientKind
@@ -238,3 +238,61 @@ def test_an_expired_token_is_renewed_once(standin: object, monkeypatch: pytest.M
     with DataverseClient(settings, token_provider=provider, policy=FAST) as client:
         assert client.find_contacts_by_email(["a@example.com"]) == {}
     assert provider.refreshes == 1
+
+
+def _many(count: int) -> list[EmailPayload]:
+    return [
+        map_message(
+            Message(
+                source_path="box.mbox",
+                item_id=str(n),
+                internet_message_id=f"<bulk{n}@example.com>",
+                subject=f"Bulk {n}",
+                sender=Address(f"sender{n % 7}@example.com"),
+                recipients=(Recipient(RecipientKind.TO, Address(OWNER)),),
+                sent_at_utc=datetime(2020, 1, 1, tzinfo=UTC),
+                received_at_utc=datetime(2020, 1, 1, tzinfo=UTC),
+                body=f"body {n}",
+            ),
+            mailbox_owner=OWNER,
+        )
+        for n in range(count)
+    ]
+
+
+def test_paced_by_the_execution_budget_no_window_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Microsoft's limits, time-scaled: a 3-second window allowing 12 s of execution, each
+    operation 5 ms. 1200 emails are 2400 operations, more execution than one window allows, and
+    eight workers could spend it twice as fast as the limit: paced, none of them meets a 429."""
+    config = StandinConfig(time_scale=0.01, operation_time_s=0.5)
+    limits = AdaptiveLimits(batch_size=20, concurrency=8, max_concurrency=8)
+    with StandinServer(config) as server, _client(server, monkeypatch, limits=limits) as client:
+        results = client.create_emails(_many(1200))
+        assert server.db.count("emails") == 1200
+        stats = server.stats()
+    assert all(r.ok and r.completed for r in results)
+    assert not any(name.startswith("throttled") for name in stats), stats
+    assert client.throttle.events == []
+
+
+def test_a_smaller_execution_budget_is_learned_from_429s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant allowing an eighth of the documented execution time (0.5 s per second, 1.5 s
+    per 3-second window here, less than the 300 emails take): the client, pacing at the
+    documented 4, meets execution-time 429s, waits each Retry-After and slows down; every
+    email lands once."""
+    config = StandinConfig(time_scale=0.01, operation_time_s=0.5, max_execution_s=150)
+    limits = AdaptiveLimits(batch_size=20, concurrency=8, max_concurrency=8)
+    events: list[ThrottleEvent] = []
+    with (
+        StandinServer(config) as server,
+        _client(server, monkeypatch, limits=limits, on_throttle=events.append) as client,
+    ):
+        results = client.create_emails(_many(300))
+        assert server.db.count("emails") == 300
+        stats = server.stats()
+    assert all(r.ok and r.completed for r in results)
+    assert stats.get("throttled_0x80072321", 0) >= 1
+    assert events and {e.limit_code for e in events} == {"0x80072321"}
+    assert all(0 < e.retry_after_s <= 3.0 for e in events)  # scaled: within the 3-second window
+    pacer = client.throttle.pacer
+    assert pacer is not None and pacer.rate < pacer.ceiling

@@ -22,10 +22,18 @@ def _client(server: StandinServer, **kwargs: object) -> httpx.Client:
     return httpx.Client(base_url=server.api_url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
-def _assert_429(answer: httpx.Response, code: str) -> None:
+def _assert_429(answer: httpx.Response, code: str, time_scale: float = 1.0) -> float:
+    """The documented 429; returns its Retry-After in (real) seconds."""
     assert answer.status_code == 429
-    assert int(answer.headers["Retry-After"]) >= 1
     assert set(answer.json()) == {"error"} and answer.json()["error"]["code"] == code
+    header = answer.headers["Retry-After"]
+    if time_scale == 1.0:
+        assert header.isdigit() and int(header) >= 1  # whole seconds, as Dataverse sends
+        return float(header)
+    # time-scaled: whole Dataverse seconds (at least one), scaled like every other duration
+    dataverse_seconds = float(header) / time_scale
+    assert dataverse_seconds >= 1 and dataverse_seconds == pytest.approx(round(dataverse_seconds))
+    return float(header)
 
 
 def test_number_of_requests_limit_with_retry_after() -> None:
@@ -34,14 +42,15 @@ def test_number_of_requests_limit_with_retry_after() -> None:
         for _ in range(5):
             assert api.get("contacts").status_code == 200
         throttled = api.get("contacts")
-        _assert_429(throttled, "0x80072322")
+        wait = _assert_429(throttled, "0x80072322", 0.01)
+        assert wait <= 3.0  # at most the (scaled) window, never rounded up to whole real seconds
         assert throttled.json()["error"]["message"] == (
             "Number of requests exceeded the limit of 5 over time window of 300 seconds."
         )
         # another application user has its own limits
         other = server.issue_token("someone-else")
         assert api.get("contacts", headers={"Authorization": f"Bearer {other}"}).status_code == 200
-        time.sleep(int(throttled.headers["Retry-After"]))
+        time.sleep(wait)
         assert api.get("contacts").status_code == 200
         assert server.stats()["throttled_0x80072322"] == 1
 
@@ -64,7 +73,7 @@ def test_batch_counts_as_one_request_but_all_its_execution_time() -> None:
         )
         assert answer.status_code == 200 and server.db.count("contacts") == 2
         throttled = api.get("contacts")  # 1.2 s of execution > 1 s; 1 request < 2
-        _assert_429(throttled, "0x80072321")
+        _assert_429(throttled, "0x80072321", 0.01)
         assert throttled.json()["error"]["message"].startswith(
             "Combined execution time of incoming requests exceeded limit of 100,000  milliseconds"
         )
@@ -130,11 +139,12 @@ def test_throttle_storms() -> None:
     config = StandinConfig(storm_after_requests=2, storm_duration_s=100, time_scale=0.01)
     with StandinServer(config) as server, _client(server) as api:
         assert [api.get("contacts").status_code for _ in range(2)] == [200, 200]
-        _assert_429(api.get("contacts"), "0x80072322")  # storm: 1 s of throttling
+        # storm: 100 Dataverse seconds of throttling, 1 real second
+        assert _assert_429(api.get("contacts"), "0x80072322", 0.01) <= 1.0
         time.sleep(1.05)
         assert api.get("contacts").status_code == 200
         server.throttle_for(0.5)
-        _assert_429(api.get("contacts"), "0x80072322")
+        assert _assert_429(api.get("contacts"), "0x80072322", 0.01) == pytest.approx(0.5, abs=0.01)
 
 
 def test_https_with_a_self_signed_certificate(tmp_path: object) -> None:
@@ -184,3 +194,23 @@ def test_msal_acquires_a_token_from_the_https_authority() -> None:
             headers={"Authorization": f"Bearer {result['access_token']}"},
         )
         assert answer.status_code == 200
+
+
+def test_time_scaled_retry_after_is_whole_dataverse_seconds_scaled() -> None:
+    """Dataverse asks for whole seconds; a rehearsal at time_scale 0.02 asks for the same whole
+    seconds of *its* time (0.02 s each), not a whole real second (50 Dataverse seconds, here
+    longer than the whole window)."""
+    # 10 s of execution per 20 s window, each operation 4 s; scaled: 0.2 s per 0.4 s, 0.08 s each
+    config = StandinConfig(max_execution_s=10, window_s=20, operation_time_s=4, time_scale=0.02)
+    with StandinServer(config) as server, _client(server) as api:
+        for _ in range(3):  # 3 x 4 s = 12 s > 10 s of execution: the window is full
+            assert api.get("contacts").status_code == 200
+        throttled = api.get("contacts")
+        wait = _assert_429(throttled, "0x80072321", 0.02)
+        # the first 4 s leave the window 20 s after they ended: at most 20 Dataverse seconds on
+        assert wait <= 0.4
+        time.sleep(wait)
+        assert api.get("contacts").status_code == 200
+    with StandinServer(StandinConfig(max_requests=1)) as server, _client(server) as api:
+        assert api.get("contacts").status_code == 200
+        assert _assert_429(api.get("contacts"), "0x80072322") in (299.0, 300.0)
