@@ -7,7 +7,7 @@ more); the mailbox as a whole is the pseudo-contact ``"*"`` with the same stream
 below is whole-array numpy: no loop over streams or days. Work that is row-independent runs block
 by block of streams (:func:`row_blocks`: a few MB each, so the temporaries of a mailbox of
 millions of messages stay in cache and are not fresh memory on every operation), and prefix sums
-are taken as 64-bit integers (:func:`prefix_sums`), several times faster than floating ones.
+are taken in the values' own width (:func:`prefix_sums`: 32-bit counts, 64-bit floats).
 
 The model of a stream's count on day *d* is negative binomial with mean
 
@@ -32,7 +32,7 @@ in the same bursts, so the owner's lost sent mail shows against the contact's ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -43,6 +43,9 @@ from pstlib.analytics._calendar import day_table, local_dates
 
 MAILBOX = "*"
 FAMILIES = ("all", "incoming", "outgoing", "auto_reply", "folder")
+# the largest (contact, stream, folder) key space whose keys build_grid counts on an array of
+# the whole space (16M counts, 128 MB at most); a larger one is hashed
+DENSE_KEY_SPACE = 1 << 24
 
 FloatArray = np.ndarray
 BoolArray = np.ndarray
@@ -54,7 +57,7 @@ class StreamGrid:
 
     # contact_address, stream, part (folder path), message_count, first_day, last_day
     keys: pd.DataFrame
-    counts: np.ndarray  # (streams, days), int32 (integer prefix sums are several times faster)
+    counts: np.ndarray  # (streams, days), int32 (32-bit prefix sums are the fastest)
     span: BoolArray  # (streams, days): inside the contact's first..last day
     days: pd.DataFrame  # the day table (see _calendar.day_table)
 
@@ -77,6 +80,35 @@ class StreamGrid:
         )
         rows: np.ndarray = np.where(direction.to_numpy(), self.index.get_indexer(wanted), -1)
         return rows
+
+    @cached_property
+    def silences(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, first day, last day) of every maximal run of days without mail inside its
+        stream's span, for the tested streams: the silent-run candidates of every scan (they
+        depend on the counts only, so each pass reuses them; see :func:`find_candidates`)."""
+        scanned = np.flatnonzero(self.tested)
+        rows, first, last = runs_of((self.counts[scanned] == 0) & self.span[scanned])
+        return scanned[rows], first, last
+
+    @cached_property
+    def silence_starts(self) -> np.ndarray:
+        """Per stream, its silences (a day with mail followed by one without, in the span): the
+        places a run could start."""
+        starts: np.ndarray = np.zeros(len(self.counts), dtype=np.int64)
+        for rows in row_blocks(len(self.counts), self.counts.shape[1]):
+            y = self.counts[rows]
+            silence = (y[:, :-1] > 0) & (y[:, 1:] == 0) & self.span[rows][:, 1:]
+            starts[rows] = silence.sum(axis=1)
+        return starts
+
+    def with_days(self, days: pd.DataFrame) -> StreamGrid:
+        """The same counts over a new day table (e.g. with the vacations found marked): the
+        lookups cached from the counts and keys carry over."""
+        grid = replace(self, days=days)
+        for name in ("index", "counterpart", "silences", "silence_starts"):
+            if name in self.__dict__:
+                grid.__dict__[name] = self.__dict__[name]
+        return grid
 
     @property
     def family(self) -> np.ndarray:
@@ -108,7 +140,7 @@ class StreamFit:
     resid: FloatArray  # per stream: the method of moments' excess variance
     scale: FloatArray  # and its scale (sum of mu²)
 
-    def shape(self, days: pd.DataFrame, rows: slice, span: BoolArray) -> FloatArray:
+    def shape(self, days: pd.DataFrame, rows: slice | np.ndarray, span: BoolArray) -> FloatArray:
         """``mu`` without its level for the streams ``rows``: what each day weighs (weekday,
         holiday, quiet period, vacation) at level 1, 0 outside the ``span`` (of those rows)."""
         holiday = days["is_holiday"].to_numpy()
@@ -189,19 +221,23 @@ def stream_rows(
         else np.ones(len(events), dtype=bool)
     )
     n_streams, n_parts = len(STREAM_NAMES), len(folders)
-    none = np.zeros(len(events), dtype=np.int64)
-    streams: list[tuple[np.ndarray, np.ndarray]] = [  # (stream, part) of each event in each of
-        (none + STREAM_NAMES.index("all"), none),  # its three streams
-        (direction_stream, none),
-        (none + STREAM_NAMES.index("folder"), np.asarray(folder_code, dtype=np.int64)),
+    # keys in 32 bits when every key fits (halves the memory the millions of entries move)
+    width = np.int32 if len(contacts) * n_streams * n_parts < 2**31 else np.int64
+    part = np.asarray(folder_code).astype(width)
+    streams: list[tuple[np.ndarray | int, np.ndarray | int]] = [  # (stream, part) of each
+        (STREAM_NAMES.index("all"), 0),  # event in each of its three streams
+        (direction_stream.astype(width), 0),
+        (STREAM_NAMES.index("folder"), part),
     ]
     keys: list[np.ndarray] = []
     entry_days: list[np.ndarray] = []
+    entry_day = day.astype(np.int32)
     for who, chosen in ((contact_code, contact_code >= 0), (mailbox, once)):  # contacts, "*"
-        for stream, part in streams:
-            key = (np.asarray(who, dtype=np.int64) * n_streams + stream) * n_parts + part
+        who_key: np.ndarray = np.asarray(who).astype(width) * (n_streams * n_parts)
+        for stream, part_of in streams:
+            key = who_key + np.asarray(stream, dtype=width) * n_parts + part_of
             keys.append(np.broadcast_to(key, chosen.shape)[chosen])
-            entry_days.append(day[chosen])
+            entry_days.append(entry_day[chosen])
     return np.concatenate(keys), np.concatenate(entry_days), contact_code, contacts, folders
 
 
@@ -222,14 +258,25 @@ def build_grid(
     day = (dates - first).dt.days.to_numpy(np.int64)
     key, entry_day, contact, contacts, folders = stream_rows(events, day)
     n_streams, n_parts = len(STREAM_NAMES), len(folders)
-    # hashed, then the few distinct keys sorted (a sort of every entry costs far more)
-    code, hashed = pd.factorize(key)
-    order = np.argsort(hashed)
-    distinct = np.asarray(hashed)[order]
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    row_of = rank[code]
-    message_count = np.bincount(row_of, minlength=len(distinct))
+    # the distinct keys, sorted: counted on the key space itself when it is small (contacts ×
+    # streams × folders, tens of thousands), else hashed and the few distinct keys sorted (a
+    # sort of every entry costs far more)
+    space = len(contacts) * n_streams * n_parts
+    if space <= DENSE_KEY_SPACE:
+        per_key = np.bincount(key, minlength=space)
+        distinct = np.flatnonzero(per_key)
+        message_count = per_key[distinct]
+        row_of_key: np.ndarray | None = np.cumsum(per_key > 0) - 1
+        row_of = None
+    else:
+        code, hashed = pd.factorize(key)
+        order = np.argsort(hashed)
+        distinct = np.asarray(hashed)[order]
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        row_of = rank[code]
+        row_of_key = None
+        message_count = np.bincount(row_of, minlength=len(distinct))
     key_contact = distinct // (n_streams * n_parts)
     key_stream = distinct // n_parts % n_streams
     key_part = distinct % n_parts
@@ -261,15 +308,17 @@ def build_grid(
             "last_day": last_day[key_contact[kept]],
         }
     )
-    # flat (stream, day) index of every kept entry, then one bincount fills the grid
-    new_row = np.full(len(distinct), -1)
-    new_row[kept] = np.arange(len(kept))
-    row_id = new_row[row_of]
+    # flat (stream, day) index of every entry (-1 for the streams not kept), then one bincount
+    # fills the grid
     n_days = len(days)
-    counted = row_id >= 0
-    flat = row_id[counted] * n_days + entry_day[counted]
-    counts = np.bincount(flat, minlength=len(keys) * n_days).astype(np.int32)
-    counts = counts.reshape(len(keys), n_days)
+    cells = len(keys) * n_days
+    index_width = np.int32 if cells < 2**31 else np.int64
+    new_row = np.full(len(distinct), -1, dtype=index_width)
+    new_row[kept] = np.arange(len(kept)) * n_days  # each kept stream's first cell
+    row_start: np.ndarray = new_row[row_of] if row_of_key is None else new_row[row_of_key][key]
+    flat = row_start + entry_day
+    flat = flat[row_start >= 0]
+    counts = np.bincount(flat, minlength=cells).astype(np.int32).reshape(len(keys), n_days)
     day_index = np.arange(n_days)
     span = (day_index >= keys["first_day"].to_numpy()[:, None]) & (
         day_index <= keys["last_day"].to_numpy()[:, None]
@@ -278,24 +327,32 @@ def build_grid(
 
 
 def prefix_sums(values: np.ndarray) -> tuple[np.ndarray, float]:
-    """Cumulative sums along axis 1 with a leading 0 column, as 64-bit integers, and their unit.
+    """Cumulative sums along axis 1 with a leading 0 column, and their unit (always 1).
 
-    Counts and booleans are summed as they are (unit 1). Other values are summed in fixed point,
-    as whole multiples of a unit of ``2^-k`` (``k`` up to 32, as fine as the largest row total
-    allows without overflow): integer prefix sums are several times faster than floating-point
-    ones on long rows, and exact, so a window's sum (the difference of two of them) carries no
-    cancellation error, only the rounding of each value to the unit (2^-32, about 2e-10).
+    Counts and booleans are summed as 32-bit integers (exact while a row's total stays below
+    2^31, as every count of a mailbox's messages or days does; 64-bit past it): an accumulation
+    that widens its input (32 to 64 bits) runs an order of magnitude slower than one in the
+    input's own width. Other values are summed as 64-bit floats: a window's sum (the difference
+    of two prefix sums) then carries a cancellation error of about 1e-16 of the row's total,
+    about 1e-10 messages on the busiest stream, far below what any test of a run can feel (a
+    fixed-point sum would be exact, but rounding each value to an integer costs more than the
+    sum itself).
     """
+    cum: np.ndarray
     if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
-        unit, whole = 1.0, values
+        # a row's total is at most its largest value times its length
+        largest = (
+            1
+            if values.dtype == bool or not values.size
+            else max(int(values.max()), -int(values.min()))
+        )
+        kind = np.int64 if largest * values.shape[1] >= 2**31 else np.int32
+        cum = np.zeros((values.shape[0], values.shape[1] + 1), dtype=kind)
+        np.cumsum(values.astype(kind, copy=False), axis=1, dtype=kind, out=cum[:, 1:])
     else:
-        largest = float(np.abs(values).sum(axis=1).max()) if values.size else 0.0
-        bits = int(min(32, 61 - np.ceil(np.log2(max(largest, 1.0)))))
-        unit = 2.0**-bits
-        whole = np.rint(values * 2.0**bits).astype(np.int64)
-    cum = np.zeros((values.shape[0], values.shape[1] + 1), dtype=np.int64)
-    np.cumsum(whole, axis=1, dtype=np.int64, out=cum[:, 1:])
-    return cum, unit
+        cum = np.zeros((values.shape[0], values.shape[1] + 1))
+        np.cumsum(values, axis=1, out=cum[:, 1:])
+    return cum, 1.0
 
 
 def _window_sums(values: np.ndarray, half_window: int) -> FloatArray:
@@ -384,24 +441,32 @@ def fit_streams(
     business_day = days["is_business_day"].to_numpy()
     partial = rows is not None and previous is not None
     refit = np.ones(n_streams, dtype=bool) if rows is None else rows
-    blocks: list[slice] | list[np.ndarray]
+    blocks: list[slice | np.ndarray]
     if partial:
         chosen = np.flatnonzero(refit)
         blocks = [chosen[b] for b in row_blocks(len(chosen), len(days))]
     else:
-        blocks = row_blocks(n_streams, len(days))
+        blocks = list(row_blocks(n_streams, len(days)))
 
     def fit_days_of(block: slice | np.ndarray) -> BoolArray:
         # the cells that teach level and weekday profile
         out: BoolArray = span[block] & ~exclude[block] & regular
         return out
 
-    def level_of(ym: np.ndarray, fit_days: BoolArray, profile: FloatArray | None) -> FloatArray:
+    # per block: its fitted cells, and the mail on them (total and rolling sums), the same in
+    # every sweep: taken once
+    fitted_mail: list[tuple[BoolArray, np.ndarray, FloatArray]] = []
+    for block in blocks:
+        fit_days = fit_days_of(block)
+        ym = np.where(fit_days, y[block], 0)
+        fitted_mail.append((fit_days, ym.sum(axis=1), _window_sums(ym, half_window)))
+
+    def level_of(i: int, profile: FloatArray | None) -> FloatArray:
+        fit_days, total, rolling = fitted_mail[i]
         # the exposure of a flat profile is a count of days (summed as integers, faster)
         exposure = fit_days if profile is None else np.where(fit_days, profile[:, weekday], 0.0)
-        overall = ym.sum(axis=1) / np.maximum(exposure.sum(axis=1), 1e-9)
-        num = _window_sums(ym, half_window)
-        num += level_prior_days * overall[:, None]
+        overall = total / np.maximum(exposure.sum(axis=1), 1e-9)
+        num = rolling + level_prior_days * overall[:, None]
         den = _window_sums(exposure, half_window)
         den += level_prior_days
         np.divide(num, den, out=den)
@@ -413,12 +478,11 @@ def fit_streams(
     num = np.zeros((n_streams, 7))
     for sweep in range(2):
         den = np.zeros((n_streams, 7))
-        for block in blocks:
-            fit_days = fit_days_of(block)
-            ym = np.where(fit_days, y[block], 0)
-            level = level_of(ym, fit_days, None if sweep == 0 else profile[block])
+        for i, block in enumerate(blocks):
+            fit_days = fitted_mail[i][0]
+            level = level_of(i, None if sweep == 0 else profile[block])
             if sweep == 0:
-                num[block] = weekday_sums(ym, weekday)
+                num[block] = weekday_sums(np.where(fit_days, y[block], 0), weekday)
             den[block] = weekday_sums(np.where(fit_days, level, 0.0), weekday)
         if not partial:
             pooled[sweep] = num.sum(axis=0) / np.maximum(den.sum(axis=0), 1e-9)
@@ -434,10 +498,9 @@ def fit_streams(
         mu = previous.mu.copy()
     else:
         observed_special, expected_special = np.zeros((n_streams, 3)), np.zeros((n_streams, 3))
-        mu = np.zeros(y.shape)
-    for block in blocks:
-        fit_days = fit_days_of(block)
-        base = level_of(np.where(fit_days, y[block], 0), fit_days, profile[block])
+        mu = np.empty(y.shape)  # every block fills its rows below
+    for i, block in enumerate(blocks):
+        base = level_of(i, profile[block])
         base *= profile[block][:, weekday]
         # a vacation's days teach its factor even where a run was excluded (the run is the
         # vacation)
@@ -472,19 +535,28 @@ def fit_streams(
         resid, scale = np.zeros(n_streams), np.zeros(n_streams)
         rate_business, effective_days = np.zeros(n_streams), np.zeros(n_streams)
         silence_dispersion = np.zeros(n_streams)
-    for block in blocks:
+    cum_business = np.concatenate([[0], np.cumsum(business_day)])
+    first_day, last_day = grid.keys["first_day"].to_numpy(), grid.keys["last_day"].to_numpy()
+    business_in_span = cum_business[last_day + 1] - cum_business[first_day]
+    business_weight = business_day.astype(float)
+    for i, block in enumerate(blocks):
         block_mu = mu[block]
         for k, columns in enumerate(special_columns):
             block_mu[:, columns] *= special[block, k][:, None]
         block_mu[~span[block]] = 0.0
         mu[block] = block_mu
-        fit_days = fit_days_of(block)
+        fit_days, fitted_total = fitted_mail[i][:2]
         block_y = y[block]
-        resid[block] = np.where(fit_days, (block_y - block_mu) ** 2 - block_y, 0.0).sum(axis=1)
-        scale[block] = np.where(fit_days, block_mu**2, 0.0).sum(axis=1)
-        business = business_day[None, :] & span[block]
-        rate_business[block] = np.where(business, block_mu, 0.0).sum(axis=1) / np.maximum(
-            business.sum(axis=1), 1
+        # Σ (y - mu)² - y and Σ mu² over the fitted cells, as row-wise dot products (no
+        # temporaries of squares); mu is 0 outside the span, so its business days' sum is a
+        # product with the business days (einsum's own loops: a BLAS product may start threads
+        # that spin on the other core)
+        fitted_mu = np.where(fit_days, block_mu, 0.0)
+        deviation = np.where(fit_days, block_y - block_mu, 0.0)
+        resid[block] = np.einsum("ij,ij->i", deviation, deviation) - fitted_total
+        scale[block] = np.einsum("ij,ij->i", fitted_mu, fitted_mu)
+        rate_business[block] = np.einsum("ij,j->i", block_mu, business_weight) / np.maximum(
+            business_in_span[block], 1
         )
         # fitted on business days, where a silence's probability matters (weekend days have
         # little mail)
@@ -494,9 +566,7 @@ def fit_streams(
             fit_days & business_day[None, :],
             start=None if previous is None else previous.silence_dispersion[block],
         )
-        # each silence (a day with mail followed by one without) is a place a run could start
-        starts = ((block_y[:, :-1] > 0) & (block_y[:, 1:] == 0) & span[block][:, 1:]).sum(axis=1)
-        effective_days[block] = starts + 1.0
+        effective_days[block] = grid.silence_starts[block] + 1.0
 
     # dispersion by the method of moments on the fitted cells, shrunk towards the median stream
     raw_phi = np.clip(resid / np.maximum(scale, 1e-9), 0.0, 5.0)
@@ -552,8 +622,9 @@ def fit_silence_dispersion(
     ``bounds``); it is found by Newton's method in ``log phi`` kept inside a bisection bracket, all
     streams at once on the fitted cells only (gathered once into one flat array: the grid is
     large and most of its cells are weekends, gaps or outside a timeline), so a handful of
-    passes over them replaces the forty of plain bisection. ``start`` (per stream; 1 if not
-    given) is where the search begins.
+    passes over them replaces the forty of plain bisection; a stream's cells leave the array once
+    its root is found, so the later passes run over the few slow streams only. ``start`` (per
+    stream; 1 if not given) is where the search begins.
     """
     n_streams = len(mu)
     fitted = cells & (mu > 0)  # a cell without expected mail adds nothing to either side
@@ -564,50 +635,70 @@ def fit_silence_dispersion(
     target = np.maximum(active_days - spread - 0.5, 0.5 * active_days)
     m = mu[fitted]  # row-major: each stream's cells together
     per_stream = fitted.sum(axis=1)
-    starts = np.concatenate([[0], np.cumsum(per_stream)[:-1]])
     nonempty = per_stream > 0
-
-    def by_stream(values: FloatArray) -> FloatArray:
-        out = np.zeros(n_streams)
-        if len(values):
-            out[nonempty] = np.add.reduceat(values, starts[nonempty])
-        return out
-
-    stream_of = np.repeat(np.arange(n_streams), per_stream)
-
-    def excess(x: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Expected minus target days with mail at ``phi = exp(x)``, and its slope in ``x``."""
-        phi = np.exp(x)[stream_of]
-        scaled = phi * m
-        grown = np.log1p(scaled) / phi  # ln(1 + phi·mu) / phi
-        silent = np.exp(-grown)
-        value = per_stream - by_stream(silent) - target
-        scaled += 1.0
-        np.divide(m, scaled, out=scaled)  # mu / (1 + phi·mu)
-        np.subtract(grown, scaled, out=grown)
-        slope = -by_stream(silent * grown)
-        return value, slope
-
     low, high = np.log(bounds[0]), np.log(bounds[1])
     lo, hi = np.full(n_streams, low), np.full(n_streams, high)
-    x = np.zeros(n_streams) if start is None else np.clip(np.log(start), low, high)
-    for _ in range(iterations):  # at most; Newton settles every stream in a few
-        value, slope = excess(x)
-        too_many = value > 0  # too many active days expected: the root lies above
-        lo = np.where(too_many, x, lo)
-        hi = np.where(too_many, hi, x)
-        newton = x - value / np.where(slope < 0, slope, -1e-300)
-        # a step beyond a bound not yet tried tries the bound (the root may lie beyond it)
-        newton = np.where((newton <= lo) & (lo == low) & (x > low), low, newton)
-        newton = np.where((newton >= hi) & (hi == high) & (x < high), high, newton)
-        inside = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
-        step = np.where(inside, newton, (lo + hi) / 2) - x
-        x = x + step
-        if np.all((np.abs(step) < tolerance) | (hi - lo < tolerance)):
+    if start is None:  # the root for the stream's mean mu on every cell: a few steps away
+        mean_mu = np.where(fitted, mu, 0.0).sum(axis=1) / np.maximum(per_stream, 1)
+        start = _mean_cell_dispersion(mean_mu, per_stream, target, bounds)
+    x = np.clip(np.log(start), low, high)
+    # the streams still searching, and their cells: Newton settles most streams in two or three
+    # steps, so the cells of the settled ones are dropped from the flat array as they go
+    live = np.flatnonzero(nonempty)
+    live_cells = m
+    live_counts = per_stream[live]
+    for _ in range(iterations):  # at most
+        if len(live) == 0:
             break
+        starts = np.concatenate([[0], np.cumsum(live_counts)[:-1]])
+        stream_of = np.repeat(np.arange(len(live)), live_counts)
+        # expected minus target days with mail at phi = exp(x), and its slope in x
+        phi_cells = np.exp(x[live])[stream_of]
+        scaled = phi_cells * live_cells
+        grown = np.log1p(scaled) / phi_cells  # ln(1 + phi·mu) / phi
+        silent = np.exp(-grown)
+        value = live_counts - np.add.reduceat(silent, starts) - target[live]
+        scaled += 1.0
+        np.divide(live_cells, scaled, out=scaled)  # mu / (1 + phi·mu)
+        np.subtract(grown, scaled, out=grown)
+        grown *= silent
+        slope = -np.add.reduceat(grown, starts)
+        x_live, lo_live, hi_live = x[live], lo[live], hi[live]
+        too_many = value > 0  # too many active days expected: the root lies above
+        lo_live = np.where(too_many, x_live, lo_live)
+        hi_live = np.where(too_many, hi_live, x_live)
+        newton = x_live - value / np.where(slope < 0, slope, -1e-300)
+        # a step beyond a bound not yet tried tries the bound (the root may lie beyond it)
+        newton = np.where((newton <= lo_live) & (lo_live == low) & (x_live > low), low, newton)
+        newton = np.where((newton >= hi_live) & (hi_live == high) & (x_live < high), high, newton)
+        inside = np.isfinite(newton) & (newton >= lo_live) & (newton <= hi_live)
+        step = np.where(inside, newton, (lo_live + hi_live) / 2) - x_live
+        x[live], lo[live], hi[live] = x_live + step, lo_live, hi_live
+        going = ~((np.abs(step) < tolerance) | (hi_live - lo_live < tolerance))
+        if not going.all():
+            live_cells = live_cells[np.repeat(going, live_counts)]
+            live, live_counts = live[going], live_counts[going]
     # a stream without fitted cells expects no active day at any phi: the lower bound
     phi: FloatArray = np.where(nonempty, np.exp(np.clip(x, low, high)), bounds[0])
     return phi
+
+
+def _mean_cell_dispersion(
+    mean_mu: FloatArray, n_days: np.ndarray, target: FloatArray, bounds: tuple[float, float]
+) -> FloatArray:
+    """Per stream, the ``phi`` at which ``n_days`` days of ``mean_mu`` expected messages each
+    expect ``target`` days with mail: bisection in ``log phi``, one number per stream (the start
+    of :func:`fit_silence_dispersion`'s search over the stream's own days)."""
+    lo = np.full(len(mean_mu), np.log(bounds[0]))
+    hi = np.full(len(mean_mu), np.log(bounds[1]))
+    for _ in range(30):  # the bracket narrows to e^(ln(5e4)/2^30): far finer than needed
+        mid = (lo + hi) / 2
+        phi = np.exp(mid)
+        expected = n_days * -np.expm1(-np.log1p(phi * mean_mu) / phi)
+        too_many = expected > target  # the root lies above
+        lo, hi = np.where(too_many, mid, lo), np.where(too_many, hi, mid)
+    start: FloatArray = np.exp((lo + hi) / 2)
+    return start
 
 
 def runs_of(flags: BoolArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -666,9 +757,10 @@ def find_candidates(
     y, mu, span = grid.counts, fit.mu, grid.span
     family = grid.family
     chosen = np.ones(len(y), dtype=bool) if rows is None else rows
-    zero_scan = np.flatnonzero(grid.tested & chosen)
-    zero_rows, zero_first, zero_last = runs_of((y[zero_scan] == 0) & span[zero_scan])
-    zero_rows = zero_scan[zero_rows]
+    zero_rows, zero_first, zero_last = grid.silences
+    if rows is not None:
+        wanted = chosen[zero_rows]
+        zero_rows, zero_first, zero_last = zero_rows[wanted], zero_first[wanted], zero_last[wanted]
     sparse_family = (family == FAMILIES.index("all")) | (
         grid.keys["contact_address"].eq(MAILBOX).to_numpy()
         & np.isin(family, [FAMILIES.index("incoming"), FAMILIES.index("outgoing")])
@@ -731,7 +823,10 @@ def mailbox_threshold(probability: FloatArray, places: float, alpha: float) -> f
     chance runs among the gaps reported stays below ``alpha``.
     """
     m = max(float(places), 1.0)
-    ordered = np.sort(np.asarray(probability, dtype=float))
+    values = np.asarray(probability, dtype=float)
+    # no rank passes above alpha·n/m (n probabilities): only the values below it are sorted, and
+    # their ranks are those of the whole sort (every smaller value is among them)
+    ordered = np.sort(values[values <= alpha * len(values) / m])
     ranks = np.arange(1, len(ordered) + 1)
     passing = np.flatnonzero(ordered <= alpha * ranks / m)
     k = int(passing[-1]) + 1 if len(passing) else 1
@@ -808,8 +903,11 @@ def evaluate_runs(
     # probabilities (each bound is at most its probability), and no use is made of a probability
     # above the square root of the threshold: a run whose bound exceeds the square root of the
     # bounds' threshold keeps the bound and is spared the exact computation.
-    distinct, index = np.unique(np.maximum(evidence, 0.0), return_inverse=True)
-    index = index.reshape(-1)
+    # evidence counts days: the level quantiles of each distinct count, found without a sort
+    counted = np.rint(np.maximum(evidence, 0.0)).astype(np.int64)
+    present = np.bincount(counted) > 0 if len(counted) else np.zeros(0, dtype=bool)
+    distinct = np.flatnonzero(present).astype(float)
+    index = (np.cumsum(present) - 1)[counted] if len(counted) else counted
     levels, _ = level_draws(distinct)  # one row per distinct count of days with mail
     weight = np.diff(LEVEL_BIN_EDGES)  # the bins' probabilities, the same for every run
     bound = (
@@ -819,13 +917,26 @@ def evaluate_runs(
     )
     others = np.zeros(0) if others is None else others
     places = max(float(fit.effective_days[grid.tested].sum()), 1.0)
-    if threshold is None:
-        cutoff = np.sqrt(
-            mailbox_threshold(np.concatenate([bound[sparse_enough], others]), places, alpha)
-        )
-    else:
-        cutoff = np.sqrt(min(threshold, 1.0))
-    exact = np.flatnonzero(bound <= cutoff)
+
+    def cutoff_of(bounds: FloatArray) -> float:
+        if threshold is None:
+            return float(
+                np.sqrt(
+                    mailbox_threshold(
+                        np.concatenate([bounds[sparse_enough], others]), places, alpha
+                    )
+                )
+            )
+        return float(np.sqrt(min(threshold, 1.0)))
+
+    # the runs within the cutoff get a closer bound, each level bin's silence at its own level
+    # (the bound above takes the highest level for all): still at most the probability, it
+    # spares most of them the exact computation over their days
+    near = np.flatnonzero(bound <= cutoff_of(bound))
+    bound[near] = np.einsum(
+        "ij,j->i", np.exp(-levels[index[near]] * (weighted_expected * scale)[near, None]), weight
+    )
+    exact = near[bound[near] <= cutoff_of(bound)]
     probability = bound.copy()
     probability[exact] = _active_day_probability(
         grid,
@@ -843,15 +954,18 @@ def evaluate_runs(
         threshold = mailbox_threshold(
             np.concatenate([probability[sparse_enough], others]), places, alpha
         )
-    evaluated = runs.assign(
+    # one copy of the (large) table: the counts and the verdict together
+    return runs.assign(
         expected_messages=expected * (left + right) / 2,
         expected_test=expected_test,
         observed_messages=observed,
         probability=probability,
         probability_anywhere=anywhere,
         business_days=business_days,
+        **_verdict(
+            fit, s, observed, expected_test, probability, business_days, threshold, max_ratio
+        ),
     )
-    return judge_runs(fit, evaluated, threshold, max_ratio=max_ratio)
 
 
 def judge_runs(
@@ -859,20 +973,47 @@ def judge_runs(
 ) -> pd.DataFrame:
     """Set the ``threshold``, ``floor_business_days`` and ``significant`` columns of evaluated
     runs (see :func:`evaluate_runs`) for the mailbox's threshold."""
-    s = runs["stream"].to_numpy().astype(np.int64)
-    sparse_enough = (
-        runs["observed_messages"].to_numpy() <= max_ratio * runs["expected_test"].to_numpy()
+    columns = (
+        "stream",
+        "observed_messages",
+        "expected_test",
+        "probability",
+        "business_days",
     )
-    probability = runs["probability"].to_numpy()
+    s, observed, expected_test, probability, business_days = (runs[c].to_numpy() for c in columns)
     return runs.assign(
-        floor_business_days=floor_business_days(
-            fit.rate_business[s], fit.silence_dispersion[s], threshold
-        ),
-        threshold=threshold,
-        significant=(probability <= threshold)
-        & sparse_enough
-        & (runs["business_days"].to_numpy() > 0),
+        **_verdict(
+            fit,
+            s.astype(np.int64),
+            observed,
+            expected_test,
+            probability,
+            business_days,
+            threshold,
+            max_ratio,
+        )
     )
+
+
+def _verdict(
+    fit: StreamFit,
+    s: np.ndarray,
+    observed: FloatArray,
+    expected_test: FloatArray,
+    probability: FloatArray,
+    business_days: np.ndarray,
+    threshold: float,
+    max_ratio: float,
+) -> dict[str, np.ndarray | float]:
+    """The ``floor_business_days``, ``threshold`` and ``significant`` columns of runs."""
+    floors = floor_business_days(fit.rate_business, fit.silence_dispersion, threshold)
+    return {
+        "floor_business_days": floors[s],  # one floor per stream, then one per run
+        "threshold": threshold,
+        "significant": (probability <= threshold)
+        & (observed <= max_ratio * expected_test)
+        & (business_days > 0),
+    }
 
 
 def _run_totals(
@@ -890,54 +1031,68 @@ def _run_totals(
     (:meth:`StreamFit.shape`) of the run; then the observed mail, the days with mail and the
     weight of the left and right flanks, on their cells not ``exclude``d; last, the run's expected mail weighted by ``1 + φ·n`` (``n`` the other
     direction's mail that day, see :func:`log_silence_given`), which bounds its silence's
-    probability. Block by block of streams (:func:`row_blocks`), from cumulative sums."""
+    probability. Block by block of streams (:func:`row_blocks`), from cumulative sums; of the
+    streams that hold a run only, when they are few (a cluster's streams of a large grid)."""
     y, mu, span = grid.counts, fit.mu, grid.span
     counterpart = grid.counterpart
     out = np.zeros((10, len(s)))
-    order = np.argsort(s, kind="stable")
-    blocks = row_blocks(len(y), y.shape[1])
-    edges = np.searchsorted(s[order], [block.start for block in blocks] + [len(y)])
-    run_window = (a, b + 1)
-    flanks = [(left_lo, a), (b + 1, right_hi)]
-    for i, rows in enumerate(blocks):
+    # the runs of each block of streams together (a scan lists them by stream already)
+    order = np.arange(len(s)) if np.all(s[1:] >= s[:-1]) else np.argsort(s, kind="stable")
+    held = np.bincount(s, minlength=len(y)) > 0
+    # each run's stream's place among the streams summed: all of them (blocks are then views
+    # of the grid) or, when under half hold a run, those only (gathered block by block)
+    summed = np.arange(len(y)) if 2 * held.sum() > len(y) else np.flatnonzero(held)
+    place = np.cumsum(held) - 1 if len(summed) < len(y) else np.arange(len(y))
+    blocks = row_blocks(len(summed), y.shape[1])
+    edges = np.searchsorted(place[s[order]], [block.start for block in blocks] + [len(summed)])
+    width = y.shape[1] + 1  # a prefix sum's row
+    for i, block in enumerate(blocks):
         chosen = order[edges[i] : edges[i + 1]]
         if len(chosen) == 0:
             continue
-        local = s[chosen] - rows.start
-        run = [(lo[chosen], hi[chosen]) for lo, hi in [run_window]]
-        flank = [(lo[chosen], hi[chosen]) for lo, hi in flanks]
+        rows: slice | np.ndarray = block if len(summed) == len(y) else summed[block]
+        # flat positions in the block's prefix sums of each window's ends: the same for every
+        # array summed
+        base = (place[s[chosen]] - block.start) * width
+        run_ends = (base + a[chosen], base + b[chosen] + 1)
+        flank_ends = [
+            (base + left_lo[chosen], run_ends[0]),
+            (run_ends[1], base + right_hi[chosen]),
+        ]
         block_y, block_mu, block_span = y[rows], mu[rows], span[rows]
-        usable = block_span & ~exclude[rows]
         shape = fit.shape(grid.days, rows, block_span)
+        other = np.where(counterpart[rows, None] >= 0, y[np.maximum(counterpart[rows], 0)], 0)
+        weighted = block_mu * (1.0 + fit.silence_dispersion[rows, None] * other)
+        block_exclude = exclude[rows]
+        if block_exclude.any():
+            usable = block_span & ~block_exclude
+            flank_y, flank_active = np.where(usable, block_y, 0), usable & (block_y > 0)
+            flank_shape = np.where(usable, shape, 0.0)
+        else:  # every cell of the span is usable, and mail and weight are 0 outside it
+            flank_y, flank_active, flank_shape = block_y, block_y > 0, shape
+        y_sums = _window_totals(block_y, [run_ends, *flank_ends])
+        shape_sums = _window_totals(shape, [run_ends, *flank_ends])
         sums = [
-            *_window_totals(block_mu, local, run),
-            *_window_totals(block_y, local, run),
-            *_window_totals(shape, local, run),
-            *_window_totals(np.where(usable, block_y, 0), local, flank),
-            *_window_totals(usable & (block_y > 0), local, flank),
-            *_window_totals(np.where(usable, shape, 0.0), local, flank),
-            *_window_totals(
-                block_mu
-                * (
-                    1.0
-                    + fit.silence_dispersion[rows, None]
-                    * np.where(counterpart[rows, None] >= 0, y[np.maximum(counterpart[rows], 0)], 0)
-                ),
-                local,
-                run,
-            ),
+            *_window_totals(block_mu, [run_ends]),
+            y_sums[0],
+            shape_sums[0],
+            *(y_sums[1:] if flank_y is block_y else _window_totals(flank_y, flank_ends)),
+            *_window_totals(flank_active, flank_ends),
+            *(shape_sums[1:] if flank_shape is shape else _window_totals(flank_shape, flank_ends)),
+            *_window_totals(weighted, [run_ends]),
         ]
         out[:, chosen] = np.stack(sums)
     return out
 
 
 def _window_totals(
-    values: np.ndarray, rows: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]]
+    values: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]]
 ) -> list[FloatArray]:
-    """Sums of ``values[rows]`` over each window's columns ``lo..hi-1``, from one prefix sum
-    (:func:`prefix_sums`)."""
+    """Sums of ``values`` over each window, given as the flat positions ``lo``, ``hi`` of its
+    ends in the prefix sum (:func:`prefix_sums`) of ``values``: ``cum[lo]`` to ``cum[hi]``."""
     cum, unit = prefix_sums(values)
-    return [(cum[rows, hi] - cum[rows, lo]) * unit for lo, hi in windows]
+    flat = cum.reshape(-1)
+    return [(flat[hi] - flat[lo]) * unit for lo, hi in windows]
 
 
 # Bins of the relative level's distribution, finest in its lower tail (where a silence is
@@ -1053,9 +1208,23 @@ def log_silence_given(
 
 
 def cells_of(runs: pd.DataFrame, shape: tuple[int, int]) -> BoolArray:
-    """A (streams, days) mask that is True on every day of every run."""
-    edges = np.zeros((shape[0], shape[1] + 1))
-    np.add.at(edges, (runs["stream"].to_numpy(), runs["first_day"].to_numpy()), 1)
-    np.add.at(edges, (runs["stream"].to_numpy(), runs["last_day"].to_numpy() + 1), -1)
-    mask: BoolArray = np.cumsum(edges, axis=1)[:, :-1] > 0
+    """A (streams, days) mask that is True on every day of every run.
+
+    +1 on each run's first day and -1 after its last, summed along the days, on the rows that
+    hold a run only (a few of a large grid): counted with ``bincount``, which has no slow path
+    for repeated cells, unlike ``np.add.at``.
+    """
+    mask: BoolArray = np.zeros(shape, dtype=bool)
+    stream = runs["stream"].to_numpy().astype(np.int64)
+    if len(stream) == 0:
+        return mask
+    rows, local = np.unique(stream, return_inverse=True)
+    width = shape[1] + 1
+    size = len(rows) * width
+    base = local.reshape(-1) * width
+    first = runs["first_day"].to_numpy().astype(np.int64)
+    after = runs["last_day"].to_numpy().astype(np.int64) + 1
+    edges = np.bincount(base + first, minlength=size) - np.bincount(base + after, minlength=size)
+    inside = np.cumsum(edges.reshape(len(rows), width), axis=1)[:, :-1] > 0
+    mask[rows] = inside
     return mask

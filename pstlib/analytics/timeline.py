@@ -51,6 +51,7 @@ from pstlib.analytics._timeline_model import (
     fit_streams,
     floor_business_days,
     judge_runs,
+    prefix_sums,
 )
 
 __all__ = [
@@ -139,38 +140,66 @@ def contact_events(
     dated = messages.loc[
         messages["sent_at_utc"].notna(),
         ["message_row_id", "sender_address", "sent_at_utc", "folder_path", *optional],
-    ].assign(
-        sent_at_utc=lambda f: pd.to_datetime(f["sent_at_utc"], utc=True),
-        sender_address=lambda f: f["sender_address"].astype("string").str.strip().str.lower(),
-    )
-    outgoing = dated["sender_address"].eq(owner).fillna(False)
-    received = dated[~outgoing].assign(
-        contact_address=lambda f: f["sender_address"], direction="incoming"
-    )
-    sent = (
-        dated[outgoing]
-        .merge(recipients[["message_row_id", "address"]], on="message_row_id")
-        .assign(
-            contact_address=lambda f: f["address"].astype("string").str.strip().str.lower(),
-            direction="outgoing",
-        )
-        .query("contact_address != @owner")
-        .drop_duplicates(["message_row_id", "contact_address"])
-    )
-    columns = [
-        "message_row_id",
-        "contact_address",
-        "sent_at_utc",
-        "direction",
-        "folder_path",
-        *optional,
     ]
-    return (
-        pd.concat([received[columns], sent[columns]], ignore_index=True)
-        .dropna(subset=["contact_address"])
-        .sort_values(["sent_at_utc", "message_row_id", "contact_address"], kind="stable")
-        .reset_index(drop=True)
+    sent_at = pd.to_datetime(dated["sent_at_utc"], utc=True)
+    # addresses are normalised as their few distinct values (thousands among millions of rows),
+    # then every string is a code into them: one table of the contacts, senders and recipients
+    sender_code, sender_names = _address_codes(dated["sender_address"])
+    outgoing = np.append(sender_names.eq(owner).fillna(False).to_numpy(bool), False)[sender_code]
+    # each outgoing message's recipients (an inner join on the message, as many rows as match)
+    position = np.arange(len(dated))
+    sent_pairs = pd.DataFrame(
+        {"message_row_id": dated["message_row_id"].to_numpy()[outgoing], "at": position[outgoing]}
+    ).merge(recipients[["message_row_id", "address"]], on="message_row_id")
+    address_code, address_names = _address_codes(sent_pairs["address"])
+    contact_code, contacts = pd.factorize(pd.concat([sender_names, address_names]))
+    contact_code = np.append(contact_code, -1)  # code -1 (no address) stays -1
+    received_contact = contact_code[np.where(outgoing, -1, sender_code)[~outgoing]]
+    sent_contact = contact_code[np.where(address_code >= 0, address_code + len(sender_names), -1)]
+    is_owner = np.append(pd.Series(contacts).eq(owner).to_numpy(bool), False)
+    at = np.concatenate([position[~outgoing], sent_pairs["at"].to_numpy()])
+    contact = np.concatenate([received_contact, sent_contact])
+    direction = np.concatenate(
+        [np.zeros(len(received_contact), bool), np.ones(len(sent_contact), bool)]
     )
+    # events with a contact, not the owner; a message counts once per contact
+    keep = (contact >= 0) & ~(direction & is_owner[contact])
+    message_id = dated["message_row_id"].to_numpy()
+    message_code, _ = pd.factorize(message_id[at])  # (message, contact) as one integer
+    pair = message_code.astype(np.int64) * (len(contacts) + 1) + contact
+    keep &= ~(direction & pd.Series(np.where(direction, pair, -1)).duplicated().to_numpy())
+    at, contact, direction = at[keep], contact[keep], direction[keep]
+    # by time, message and contact address: messages ranked once, contacts by their sorted text
+    message_rank = np.empty(len(dated), dtype=np.int64)
+    message_rank[
+        np.lexsort((message_id, sent_at.dt.tz_localize(None).to_numpy().view(np.int64)))
+    ] = position
+    contact_rank = np.empty(len(contacts), dtype=np.int64)
+    contact_rank[np.argsort(np.asarray(contacts, dtype=object).astype(str), kind="stable")] = (
+        np.arange(len(contacts))
+    )
+    order = np.argsort(
+        message_rank[at] * max(len(contacts), 1) + contact_rank[contact], kind="stable"
+    )
+    at, contact, direction = at[order], contact[order], direction[order]
+    columns = {
+        "message_row_id": message_id[at],
+        "contact_address": pd.array(contacts, dtype="string").take(contact),
+        "sent_at_utc": sent_at.array.take(at),
+        # the default text type of the pandas at hand, as a column of constants gets
+        "direction": pd.Series(["incoming", "outgoing"]).array.take(direction.astype(np.int64)),
+        "folder_path": dated["folder_path"].array.take(at),
+        **{c: dated[c].array.take(at) for c in optional},
+    }
+    return pd.DataFrame(columns)
+
+
+def _address_codes(addresses: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes of ``addresses`` (-1 where missing) into their distinct values, stripped and
+    lower-cased (the distinct values may then repeat: two spellings of one address)."""
+    code, distinct = pd.factorize(addresses)
+    names = pd.Series(distinct, dtype="string").str.strip().str.lower()
+    return np.asarray(code), names.reset_index(drop=True)
 
 
 def coverage_by_contact(events: pd.DataFrame, *, timezone: str = "UTC") -> pd.DataFrame:
@@ -299,15 +328,14 @@ def _analyse(
     every = pd.concat([declared, inferred], ignore_index=True)
     if not inferred.empty:  # the vacations become special days of the model
         days = grid.days
-        grid = replace(
-            grid,
-            days=day_table(
+        grid = grid.with_days(
+            day_table(
                 days["date"].iloc[0],
                 days["date"].iloc[-1],
                 country=country,
                 quiet_periods=quiet_periods,
                 vacations=every[["start", "end"]],
-            ),
+            )
         )
         vacation_days = grid.days["is_vacation"].to_numpy()
         runs = runs[~_overlaps_days(runs, vacation_days) | ~runs["significant"]]
@@ -364,7 +392,7 @@ def _drop_blurred(grid: StreamGrid, runs: pd.DataFrame) -> pd.DataFrame:
     )
     per_contact = runs[silent].assign(stream=code[stream[silent]])
     mask = cells_of(per_contact, (int(code.max()) + 1 if len(code) else 0, len(grid.days)))
-    cum = np.concatenate([np.zeros((len(mask), 1)), np.cumsum(mask, axis=1)], axis=1)
+    cum, _ = prefix_sums(mask)  # 32-bit counts of silent days
     rows = code[stream]
     first, last = runs["first_day"].to_numpy(), runs["last_day"].to_numpy()
     overlaps = (cum[rows, last + 1] - cum[rows, first]) > 0

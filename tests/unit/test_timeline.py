@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pstlib.analytics import timeline
 from pstlib.errors import MissingColumnsError
@@ -307,6 +309,66 @@ def test_contact_events_takes_the_sender_of_incoming_and_each_recipient_of_outgo
         (2, "ann@example.com", "outgoing"),
         (2, "bob@example.com", "outgoing"),
     ]
+
+
+def _plain_contact_events(
+    messages: pd.DataFrame, recipients: pd.DataFrame, owner: str
+) -> list[tuple[int, str, str]]:
+    """The definition row by row: (message, contact, direction) in time, message, address order."""
+    rows = []
+    for message in messages.itertuples(index=False):
+        if pd.isna(message.sent_at_utc) or pd.isna(message.sender_address):
+            continue
+        sender = message.sender_address.strip().lower()
+        if sender != owner:
+            rows.append((message.sent_at_utc, message.message_row_id, sender, "incoming"))
+            continue
+        mine = recipients.loc[recipients["message_row_id"] == message.message_row_id, "address"]
+        for contact in {a.strip().lower() for a in mine.dropna()} - {owner}:
+            rows.append((message.sent_at_utc, message.message_row_id, contact, "outgoing"))
+    return [(m, c, d) for _, m, c, d in sorted(rows, key=lambda r: r[:3])]
+
+
+ADDRESSES = ["Ann@Example.com", " ann@example.com", "bob@example.com", "OWNER@example.com ", None]
+
+
+@given(
+    messages=st.lists(
+        st.tuples(
+            st.sampled_from([*ADDRESSES, OWNER]),
+            st.one_of(st.none(), st.integers(0, 5)),  # hour of sending (None: no date)
+        ),
+        max_size=12,
+    ),
+    recipients=st.lists(st.tuples(st.integers(0, 11), st.sampled_from(ADDRESSES)), max_size=20),
+)
+@settings(max_examples=80, deadline=None)
+def test_contact_events_follow_the_row_by_row_definition(
+    messages: list[tuple[str | None, int | None]], recipients: list[tuple[int, str | None]]
+) -> None:
+    # addresses in any case and spacing, the owner among the recipients, a recipient twice, a
+    # message without date or sender, ties in time: the same events as the plain definition
+    frame = pd.DataFrame(
+        {
+            "message_row_id": np.arange(len(messages), dtype=np.int64)[::-1],
+            "sender_address": pd.array([m[0] for m in messages], dtype="string"),
+            "sent_at_utc": pd.to_datetime(
+                [None if m[1] is None else START + pd.Timedelta(hours=m[1]) for m in messages]
+            ).tz_localize("UTC"),
+            "folder_path": "Inbox",
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "message_row_id": np.array([r[0] for r in recipients], dtype=np.int64),
+            "address": pd.array([r[1] for r in recipients], dtype="string"),
+        }
+    )
+    events = timeline.contact_events(frame, table, OWNER)
+    got = list(
+        zip(events["message_row_id"], events["contact_address"], events["direction"], strict=True)
+    )
+    assert got == _plain_contact_events(frame, table, OWNER)
 
 
 def test_coverage_by_contact_counts_days_with_mail() -> None:

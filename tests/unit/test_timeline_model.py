@@ -52,16 +52,24 @@ def test_weekday_sums_add_each_column_to_its_weekday(
     np.testing.assert_allclose(model.weekday_sums(values, weekday), values @ np.eye(7)[weekday])
 
 
-def test_prefix_sums_of_fractions_are_exact_differences_in_fixed_point() -> None:
-    # 1e6 + 0.1 then a thousand 1e-3: a float running sum loses the small values' digits, the
-    # fixed-point one keeps each to 2^-32 (the unit shrinks only for rows too large for it)
+def test_prefix_sums_keep_window_sums_within_rounding_of_the_row_total() -> None:
+    # 1e6 + 0.1 then a thousand 1e-3: a float running sum rounds each step to ~1e-10 of the
+    # million it carries, so the thousand small values still sum to 1.0 within 1e-6
     values = np.array([[1e6 + 0.1] + [1e-3] * 1000])
     cum, unit = model.prefix_sums(values)
-    assert cum.dtype == np.int64
-    assert (cum[0, -1] - cum[0, 1]) * unit == pytest.approx(1.0, abs=1e-6)
+    assert unit == 1.0
+    assert cum[0, -1] - cum[0, 1] == pytest.approx(1.0, abs=1e-6)
+    # counts are summed exactly, in 32 bits while a row's total fits (the fast width)
     counts, unit = model.prefix_sums(np.array([[1, 2, 3]], dtype=np.int32))
     assert unit == 1.0
+    assert counts.dtype == np.int32
     assert counts.tolist() == [[0, 1, 3, 6]]
+    flags, _ = model.prefix_sums(np.array([[True, False, True]]))
+    assert flags.tolist() == [[0, 1, 1, 2]]
+    # and in 64 bits past it: 2^30 + 2^30 overflows 32 bits
+    wide, _ = model.prefix_sums(np.array([[2**30, 2**30]], dtype=np.int64))
+    assert wide.dtype == np.int64
+    assert wide.tolist() == [[0, 2**30, 2**31]]
 
 
 def test_row_blocks_cover_every_row_once_in_order() -> None:
@@ -204,6 +212,60 @@ def test_the_grid_counts_each_stream_and_the_mailbox_counts_a_message_once() -> 
     spans = table.groupby("contact_address")[["first_day", "last_day"]].first()
     assert spans.loc["b"].tolist() == [1, 4]
     assert spans.loc["*"].tolist() == [0, 4]
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 30),  # message id
+            st.sampled_from(["a", "b", "c", "*x"]),
+            st.integers(0, 20),  # day
+            st.sampled_from(["incoming", "outgoing"]),
+            st.sampled_from(["Inbox", "Sent Items", "Projects", "Archive"]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_the_grid_is_the_same_whether_its_keys_are_counted_or_hashed(
+    rows: list[tuple[int, str, int, str, str]],
+) -> None:
+    # the small key space is counted on an array; a large one hashed: the same grid either way
+    events = _events(rows)
+    counted = model.build_grid(
+        events, timezone="UTC", country=None, quiet_periods=None, vacations=None, min_messages=2
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "DENSE_KEY_SPACE", 0)
+        hashed = model.build_grid(
+            events, timezone="UTC", country=None, quiet_periods=None, vacations=None, min_messages=2
+        )
+    pd.testing.assert_frame_equal(counted.keys, hashed.keys)
+    np.testing.assert_array_equal(counted.counts, hashed.counts)
+    np.testing.assert_array_equal(counted.span, hashed.span)
+    # and every message is counted: the mailbox's "all" stream holds each message id once
+    mailbox_all = counted.index.get_loc(("*", "all", ""))
+    assert counted.counts[mailbox_all].sum() == len({r[0] for r in rows})
+
+
+@given(
+    runs=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 15), st.integers(0, 5)), max_size=12)
+)
+@settings(max_examples=60, deadline=None)
+def test_cells_of_marks_every_day_of_every_run(runs: list[tuple[int, int, int]]) -> None:
+    table = pd.DataFrame(
+        {
+            "stream": [r[0] for r in runs],
+            "first_day": [r[1] for r in runs],
+            "last_day": [min(r[1] + r[2], 19) for r in runs],
+        },
+        dtype=np.int64,
+    )
+    expected = np.zeros((5, 20), dtype=bool)
+    for stream, first, last in table.itertuples(index=False):  # the obvious definition
+        expected[stream, first : last + 1] = True
+    np.testing.assert_array_equal(model.cells_of(table, (5, 20)), expected)
 
 
 def _busy_grid(seed: int) -> model.StreamGrid:
