@@ -250,6 +250,16 @@ class _Analysis:
     threshold: float  # the mailbox's probability threshold for a gap (Benjamini-Hochberg)
 
 
+def _no_dated_mail(events: pd.DataFrame) -> bool:
+    """No message with a date: no timeline to model (the analyses return empty frames)."""
+    require_columns("timeline analysis", events, EVENT_COLUMNS)
+    return not bool(events["sent_at_utc"].notna().any())
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
 def _analyse(
     events: pd.DataFrame,
     *,
@@ -439,6 +449,20 @@ def expected_daily_volume(
     is_business_day, is_holiday, is_quiet, is_vacation``. Contacts with fewer than ``min_messages``
     messages are not modelled.
     """
+    if _no_dated_mail(events):
+        return _empty(
+            [
+                "contact_address",
+                "stream",
+                "date",
+                "observed_messages",
+                "expected_messages",
+                "is_business_day",
+                "is_holiday",
+                "is_quiet",
+                "is_vacation",
+            ]
+        )
     analysis = _analyse(
         events,
         alpha=alpha,
@@ -500,6 +524,19 @@ def detect_vacations(
     sent_expected, sent_observed, received_ratio, auto_replies, evidence`` (``declared`` rows carry
     only their dates).
     """
+    if _no_dated_mail(events):
+        return _empty(
+            [
+                "start",
+                "end",
+                "evidence",
+                "business_days",
+                "sent_expected",
+                "sent_observed",
+                "received_ratio",
+                "auto_replies",
+            ]
+        )
     analysis = _analyse(
         events,
         alpha=alpha,
@@ -549,6 +586,8 @@ def detect_gaps(
     gap that runs into an archive-wide one ends where that begins);
     ``folder_path`` (for folder gaps) and ``suggested_action``.
     """
+    if _no_dated_mail(events):
+        return _empty(GAP_COLUMNS)
     analysis = _analyse(
         events,
         alpha=alpha,
@@ -617,7 +656,7 @@ def detect_gaps(
 
 def _gap_table(grid: StreamGrid, gaps: pd.DataFrame) -> pd.DataFrame:
     if gaps.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in GAP_COLUMNS})
+        return _empty(GAP_COLUMNS)
     first, last = trim_to_business_days(
         grid,
         gaps["first_day"].to_numpy().astype(np.int64),
@@ -678,6 +717,18 @@ def detection_floors(
     threshold, floor_business_days`` for every modelled stream of every contact and ``"*"``
     (contacts with fewer than ``min_messages`` messages: no row).
     """
+    if _no_dated_mail(events):
+        return _empty(
+            [
+                "contact_address",
+                "stream",
+                "expected_per_business_day",
+                "dispersion",
+                "silence_dispersion",
+                "threshold",
+                "floor_business_days",
+            ]
+        )
     analysis = _analyse(
         events,
         alpha=alpha,

@@ -552,3 +552,13 @@ def test_the_owner_s_lost_sent_mail_shows_against_the_contact_s_mail_going_on() 
     assert gaps.loc[0, "kind"] == "sent_only"
     assert gaps.loc[0, "start"] == pd.Timestamp("2024-05-06")
     assert pd.Timestamp("2024-05-24") <= gaps.loc[0, "end"] <= pd.Timestamp("2024-05-31")
+
+
+def test_a_mailbox_without_dated_mail_gives_empty_frames_of_the_same_columns() -> None:
+    events, _, _ = _steady_with_hole(10.0, seed=1)
+    undated = events.head(3).assign(sent_at_utc=pd.NaT)
+    for analysis in (timeline.detect_gaps, timeline.detect_vacations, timeline.detection_floors,
+                     timeline.expected_daily_volume):
+        full, empty = analysis(events), analysis(undated)
+        assert empty.empty and list(empty.columns) == list(full.columns), analysis.__name__
+        assert analysis(events.iloc[:0]).empty
