@@ -311,11 +311,13 @@ def read_snapshot(
             # the GIL): the two reads overlap instead of adding up
             live: Future[dict[str, Any] | None] | None = None
             if fresh:
-                ids = pq.read_table(path, columns=[key]).column(0).to_numpy()
+                ids = pq.read_table(path, columns=[key], pre_buffer=False).column(0).to_numpy()
                 live = pool.submit(
                     _read_updatable, store, session_id, fresh, ids, current, outcomes
                 )
-            frame = pq.read_table(path, columns=wanted).to_pandas()
+            # pre_buffer=False: Arrow's coalesced read-ahead, meant for object stores, made a local
+            # file's read three times slower here (1.4 s against 0.45 s for a million messages)
+            frame = pq.read_table(path, columns=wanted, pre_buffer=False).to_pandas()
         except (OSError, pa.ArrowException) as err:
             log.warning("cannot read the snapshot %s: %s", path, err)
             return None
