@@ -20,6 +20,7 @@ from pstlib.analytics import senders
 from pstlib.reports import plots
 from pstlib.reports.context import Html, ReportContext, frame_html
 from pstlib.reports.data import ReportData
+from pstlib.reports.theme import describe
 
 
 def figure_png(fig: Figure) -> str:
@@ -27,7 +28,8 @@ def figure_png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="pstlib-figure" alt="figure" src="data:image/png;base64,{data}"/>'
+    alt = html.escape(describe(fig), quote=True)
+    return f'<img class="pstlib-figure" alt="{alt}" src="data:image/png;base64,{data}"/>'
 
 
 def contact_messages(data: ReportData, contact: str) -> pd.DataFrame:
