@@ -859,7 +859,11 @@ def evaluate_runs(
     heavier); either is mixed over the relative levels the flanks' days with mail leave possible
     (:func:`level_draws`), since the run's level is learnt from them and not known.
     ``probability_anywhere`` is the chance of so improbable a run somewhere in the
-    stream's timeline, ``1 - (1 - p)^N`` with ``N`` the stream's number of silences. A run is
+    stream's timeline, ``1 - (1 - p)^N`` with ``N`` the stream's number of silences. A run one
+    of whose flanks lies so far outside its stream's timeline that it would hold under one
+    message at the run's level has no test (``probability`` 1): at the edge of a timeline,
+    nothing tells a lost stretch from a contact who had not begun, or had stopped, writing at
+    the other flank's rate. A run is
     ``significant`` when ``probability <= threshold`` and it holds at most ``max_ratio`` of the
     (flank-scaled) expected messages. Without a ``threshold``, it is the mailbox's
     Benjamini-Hochberg threshold at ``alpha`` over these runs (:func:`mailbox_threshold`); either
@@ -876,6 +880,7 @@ def evaluate_runs(
     expected, observed, run_shape = totals[:3]
     left_obs, right_obs, left_evidence, right_evidence, left_shape, right_shape = totals[3:9]
     weighted_expected = totals[9]
+    left_span_shape, right_span_shape = totals[10:12]
     # the model's level inside the run: a long gap drags the rolling level down around itself,
     # so the flanks' own rates say what the run should have held
     run_level = expected / np.maximum(run_shape, 1e-12)
@@ -889,6 +894,11 @@ def evaluate_runs(
     left_known, right_known = left_expected >= 1.0, right_expected >= 1.0
     left = np.where(left_known, left, np.where(right_known, right, left))
     right = np.where(right_known, right, left)
+    # a flank that lies (almost) outside the timeline, excluded cells or not, would hold under one
+    # message at the run's level: the run sits at the timeline's edge, where nothing tells a
+    # loss from a contact who had not yet begun (or had stopped) writing at the other flank's
+    # rate, so it is no gap (as a run touching the first or last day is no candidate)
+    one_sided = (np.minimum(left_span_shape, right_span_shape) * run_level) < 1.0
     # what the flanks know of the run's level: their days with mail
     evidence = left_evidence + right_evidence
     scale = np.minimum(left, right)
@@ -915,6 +925,7 @@ def evaluate_runs(
         if len(s)
         else evidence
     )
+    bound[one_sided] = 1.0  # untestable: see one_sided above
     others = np.zeros(0) if others is None else others
     places = max(float(fit.effective_days[grid.tested].sum()), 1.0)
 
@@ -1029,13 +1040,16 @@ def _run_totals(
     """Sums over each run (``a..b`` of stream ``s``) and its flanks (``left_lo..a-1``,
     ``b+1..right_hi-1``), one row each: expected and observed mail and the level-free weight
     (:meth:`StreamFit.shape`) of the run; then the observed mail, the days with mail and the
-    weight of the left and right flanks, on their cells not ``exclude``d; last, the run's expected mail weighted by ``1 + φ·n`` (``n`` the other
-    direction's mail that day, see :func:`log_silence_given`), which bounds its silence's
-    probability. Block by block of streams (:func:`row_blocks`), from cumulative sums; of the
-    streams that hold a run only, when they are few (a cluster's streams of a large grid)."""
+    weight of the left and right flanks, on their cells not ``exclude``d; the run's expected mail
+    weighted by ``1 + φ·n`` (``n`` the other direction's mail that day, see
+    :func:`log_silence_given`), which bounds its silence's probability; last, the weight of the
+    left and right flanks on every day of the span, excluded or not (how much of each flank lies
+    inside the timeline at all). Block by block of streams (:func:`row_blocks`), from cumulative
+    sums; of the streams that hold a run only, when they are few (a cluster's streams of a large
+    grid)."""
     y, mu, span = grid.counts, fit.mu, grid.span
     counterpart = grid.counterpart
-    out = np.zeros((10, len(s)))
+    out = np.zeros((12, len(s)))
     # the runs of each block of streams together (a scan lists them by stream already)
     order = np.arange(len(s)) if np.all(s[1:] >= s[:-1]) else np.argsort(s, kind="stable")
     held = np.bincount(s, minlength=len(y)) > 0
@@ -1080,6 +1094,7 @@ def _run_totals(
             *_window_totals(flank_active, flank_ends),
             *(shape_sums[1:] if flank_shape is shape else _window_totals(flank_shape, flank_ends)),
             *_window_totals(weighted, [run_ends]),
+            *shape_sums[1:],
         ]
         out[:, chosen] = np.stack(sums)
     return out

@@ -17,6 +17,9 @@ In one direction of a contact's mail, a day's silence is judged given the other 
 that day: the two come in the same bursts (a conversation), so the owner's sent mail missing
 while the contact's mail goes on (or the reverse) is far less likely than the same silence on
 quiet days.
+A silence at the very edge of a contact's timeline (a flank that would hold under one message at the
+run's level) is no gap: nothing there tells lost mail from a contact who had not yet begun, or had
+stopped, writing.
 A gap is reported only when its probability is below the mailbox's threshold: ``alpha`` shared out
 over every place a silence could start in every contact's timeline (Benjamini-Hochberg), so that
 the expected share of chance silences among the gaps reported stays below ``alpha``.

@@ -326,3 +326,65 @@ def test_evaluating_only_the_runs_that_can_matter_changes_no_verdict() -> None:
     np.testing.assert_allclose(judged["probability"].to_numpy()[sure], exact[sure])
     again = model.judge_runs(fit, everything, threshold)
     np.testing.assert_array_equal(judged["significant"].to_numpy(), again["significant"].to_numpy())
+
+
+def _silence_after(first_mail_days: int, seed: int) -> tuple[model.StreamGrid, pd.DataFrame]:
+    """A grid of two contacts with mail on weekdays (Poisson, half a message a day) over 300
+    days: ``edge@`` writes once on day 0 and then nothing until day 120, ``inner@`` writes
+    ``first_mail_days`` days, then nothing for the same 100 days; the run of each's ``all``
+    stream (days 1..119 and ``first_mail_days``..``first_mail_days + 118``)."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(START, periods=300, freq="D")
+    weekday = days.day_of_week < 5
+    counts = {
+        name: np.where(weekday, rng.poisson(0.5, len(days)), 0)
+        for name in ("edge@example.com", "inner@example.com", "steady@example.com")
+    }
+    counts["edge@example.com"][0] = 1
+    counts["edge@example.com"][1:120] = 0
+    counts["inner@example.com"][first_mail_days : first_mail_days + 119] = 0
+    frames = [
+        pd.DataFrame(
+            {
+                "contact_address": name,
+                "sent_at_utc": pd.to_datetime(
+                    np.repeat(days.to_numpy(), c) + np.timedelta64(10, "h")
+                ).tz_localize("UTC"),
+                "direction": "incoming",
+                "folder_path": "Inbox",
+            }
+        )
+        for name, c in counts.items()
+    ]
+    events = pd.concat(frames, ignore_index=True)
+    events["message_row_id"] = np.arange(len(events))
+    grid = model.build_grid(
+        events, timezone="UTC", country=None, quiet_periods=None, vacations=None, min_messages=10
+    )
+    keys = grid.keys
+    row = {
+        name: int(np.flatnonzero(keys["contact_address"].eq(name) & keys["stream"].eq("all"))[0])
+        for name in counts
+    }
+    runs = pd.DataFrame(
+        {
+            "stream": [row["edge@example.com"], row["inner@example.com"]],
+            "first_day": [1, first_mail_days],
+            "last_day": [119, first_mail_days + 118],
+            "method": "zero",
+        }
+    )
+    return grid, runs
+
+
+def test_a_silence_with_no_timeline_on_one_side_is_no_gap() -> None:
+    # the same 119 silent days (85 business days, ~29 messages expected at the rate around
+    # them): after forty days of mail they are a gap; after a single message on the
+    # timeline's first day nothing tells a loss from a contact who had not begun writing yet
+    grid, runs = _silence_after(first_mail_days=40, seed=7)
+    exclude = model.cells_of(runs, grid.span.shape)  # as the detector's later passes do
+    fit = model.fit_streams(grid, exclude)
+    judged = model.evaluate_runs(grid, fit, runs, alpha=0.01, exclude=exclude)
+    edge, inner = judged.itertuples(index=False)
+    assert inner.significant  # p about 1e-6 against a threshold of about 3e-5
+    assert not edge.significant and edge.probability == 1.0
