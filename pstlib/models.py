@@ -187,28 +187,86 @@ class Message:
 
     @_cached
     def body_sha256(self) -> str:
-        return hashlib.sha256(self.body.encode("utf-8", "surrogatepass")).hexdigest()
+        return body_sha256_of(self.body)
 
     @_cached
     def content_sha256(self) -> str:
         """A hash of what makes two copies of a message the same, for items with no Message-ID."""
-        sender = self.sender.address if self.sender else ""
-        sent = self.sent_at_utc.isoformat() if self.sent_at_utc else ""
-        recipients = self.recipients
-        if len(recipients) > 1:
-            rcpts = ",".join(sorted([r.address.address for r in recipients]))
-        else:
-            rcpts = recipients[0].address.address if recipients else ""
-        key = "\x1f".join((sender, sent, rcpts, self.subject, self.body_sha256))
-        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        state = self.__dict__
+        body = state.get("body_sha256")
+        if body is None:  # computed here, not through the descriptor: one call fewer
+            body = state["body_sha256"] = body_sha256_of(self.body)
+        sender, sent = self.sender, self.sent_at_utc
+        return content_sha256_of(
+            sender.address if sender else "",
+            sent.isoformat() if sent else "",
+            [r.address.address for r in self.recipients],
+            self.subject,
+            body,
+        )
 
     @_cached
     def dedupe_key(self) -> str:
         """``mid:<message-id>`` where the item has one, else ``sha:<content hash>``."""
-        if self.internet_message_id:
-            return "mid:" + self.internet_message_id.strip().strip("<>").lower()
-        return "sha:" + self.content_sha256
+        return dedupe_key_of(self.internet_message_id, self)
+
+    def hashes(self) -> tuple[str, str, str]:
+        """``(dedupe_key, content_sha256, body_sha256)``, each computed once and cached.
+
+        Why one method: the store writes all three for every message, and three descriptor
+        calls on a fresh record cost about as much as the hashing itself.
+        """
+        state = self.__dict__
+        try:
+            return state["dedupe_key"], state["content_sha256"], state["body_sha256"]
+        except KeyError:
+            pass
+        content = state.get("content_sha256")
+        if content is None:
+            content = self.content_sha256
+        key = state.get("dedupe_key")
+        if key is None:
+            key = state["dedupe_key"] = dedupe_key_of(self.internet_message_id, content)
+        return key, content, state["body_sha256"]
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
         return next((v for k, v in self.headers if k == lname), None)
+
+
+_sha256 = hashlib.sha256
+
+
+def body_sha256_of(body: str) -> str:
+    """The hex SHA-256 of a body's text (UTF-8; lone surrogates kept, as a hostile body has them)."""
+    return _sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def content_sha256_of(
+    sender_address: str,
+    sent_iso: str,
+    recipient_addresses: list[str],
+    subject: str,
+    body_sha256: str,
+) -> str:
+    """:attr:`Message.content_sha256` from plain values (the one home of its definition).
+
+    ``sent_iso`` is the sent time's ``isoformat()`` ('' when none), ``recipient_addresses`` the
+    recipients' SMTP addresses in any order (a list of the caller's: it is sorted in place). The store's writer process calls it on
+    the values shipped to it, without rebuilding the record.
+    """
+    if len(recipient_addresses) > 1:
+        recipient_addresses.sort()
+        rcpts = ",".join(recipient_addresses)
+    else:
+        rcpts = recipient_addresses[0] if recipient_addresses else ""
+    key = "\x1f".join((sender_address, sent_iso, rcpts, subject, body_sha256))
+    return _sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def dedupe_key_of(internet_message_id: str | None, content: str | Message) -> str:
+    """:attr:`Message.dedupe_key` from a Message-ID and the content hash (or the record, whose
+    content hash is then computed only when there is no Message-ID)."""
+    if internet_message_id:
+        return "mid:" + internet_message_id.strip().strip("<>").lower()
+    return "sha:" + (content if isinstance(content, str) else content.content_sha256)

@@ -4,15 +4,21 @@ Why a process. On two cores a writer *thread* cannot overlap the import: buildin
 them in the :class:`~pstlib.store.writer.MessageWriter` and binding SQL parameters are Python work
 under the same GIL, and cost the import 35-65 % of its time even with the SQL switched off. So the
 import process keeps only what it must. Per message, :meth:`Collector.message` appends one tuple
-of plain values (the record's fields through a C-level ``attrgetter``, sender and recipients as
-tuples of strings; see :func:`message_row` for why not the record itself) to a deque. Every
-``poll_s`` a helper thread (or the import thread itself when ``queue_size`` entries wait)
-pickles what waits as one chunk (:func:`pack_entries`) and sends it through a pipe. The writer
-process (:func:`serve`) rebuilds the records and owns the ``MessageWriter`` and the store
-connection. Measured alone on the benchmark's mailbox: about 3 us per message for the hook and 2
-for the chunk, against some 100 us per message for the import itself; in place, with the writer
-process busy on the other core, the import process spends 10-20 % more CPU than without
-collection (see ``benchmarks/import.py``).
+of plain values to a deque (:func:`~pstlib.store.writer.message_values`, inlined: the record's
+fields through a C-level ``attrgetter``, sender and recipients as tuples of strings, UTC times as
+their 10-byte pickle state, the hashes the record has cached, else its body). Why plain values
+and not the record: an entry that held the ``Message`` would keep its address, recipient and dict
+objects alive until shipped, and those survivors drive the garbage collector into full
+collections of the whole heap (measured: 0.5 s of a 20k-message import); and every plain value is
+one :mod:`marshal` writes, at half the cost of pickling. Every ``poll_s`` a helper thread (or the
+import thread itself when ``queue_size`` entries wait) packs what waits as one chunk
+(:func:`pack_entries`) and sends it through a pipe. The writer process (:func:`serve`) owns the
+``MessageWriter`` and the store connection and hands the rows to
+:meth:`~pstlib.store.writer.MessageWriter.add_message_values` as they came, without rebuilding
+records (which cost it about 6 us per message). Measured alone on the benchmark's mailbox (20k
+messages of ``benchmarks/import.py``): about 4 us per message for the hook and 2 for the chunk
+on the import side, against some 100 us per message for the import itself, and about 22 us per
+message in the writer process, SQLite's inserts included.
 
 Why a fresh interpreter (``subprocess``, the pipes passed as file descriptors) rather than
 ``multiprocessing.Process``: spawn would re-run the caller's ``__main__`` (pytest, the CLI) in the
@@ -44,7 +50,6 @@ callable returns (the importer's cumulative seconds per stage, metric ``stage_s`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import marshal
@@ -58,96 +63,48 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pstlib.errors import SourceError, StoreError
-from pstlib.models import Address, Attachment, FolderRole, Message, Recipient, RecipientKind
+from pstlib.models import Message
 from pstlib.store import Store
 from pstlib.store.schema import Outcome
+from pstlib.store.writer import attachment_size as _attachment_size
+from pstlib.store.writer import message_fields as _message_fields
+from pstlib.store.writer import recipient_parts as _recipient_parts
+from pstlib.store.writer import sender_parts as _sender_parts
 
 if TYPE_CHECKING:
     from pstlib.dataverse import BatchRecord
     from pstlib.store.writer import MessageWriter
+
+_datetime, _UTC = datetime, UTC
 
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], Mapping[str, float]]
 
 # -- the wire format: what crosses the pipe --------------------------------------------------------
-# A message entry is the tuple built by Collector.message (see message_row); any other entry is an
-# operation, a tuple whose first item is its name.
-_AS_VALUES = (
-    "sender",
-    "recipients",
-    "attachments",
-    "folder_role",
-    "sent_at_utc",
-    "received_at_utc",
-)
-MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message) if f.name not in _AS_VALUES)
-"""The :class:`Message` fields sent as they are (strings, numbers, tuples of strings)."""
-_fields_of = attrgetter(*MESSAGE_FIELDS)
-_address_parts = attrgetter("address", "name", "raw")
-_recipient_parts = attrgetter("kind._value_", "address.address", "address.name", "address.raw")
+# A message entry is the plain-values tuple of pstlib.store.writer.message_values (built inline by
+# Collector.message); any other entry is an operation, a tuple whose first item is its name.
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_new = object.__new__
-
-
-def message_row(
-    source_id: int,
-    msg: Message,
-    outcome: Outcome,
-    detail: str | None,
-    direction: str | None,
-    duplicate_of: str | None,
-    activity_id: str | None,
-    dataverse_id: str | None,
-) -> tuple[Any, ...]:
-    """One message's entry: its fields as plain values, nothing that refers to the record.
-
-    Why at once, on the import thread, rather than later in bulk: an entry that held the
-    ``Message`` would keep its address, recipient and dict objects alive until shipped, and those
-    survivors drive the garbage collector into full collections of the whole heap (measured: 0.5
-    s of a 20k-message import). Plain values (strings, numbers, datetimes, tuples of them) are
-    untracked by the collector. Why dates as ISO text: with them every value is one that
-    :mod:`marshal` writes, at half the cost of pickling the same rows. (:meth:`Collector.message`
-    inlines this function.)
-    """
-    sender = msg.sender
-    attachments = msg.attachments
-    sent, received = msg.sent_at_utc, msg.received_at_utc
-    return (
-        source_id,
-        _fields_of(msg),
-        None if sent is None else sent.isoformat(),
-        None if received is None else received.isoformat(),
-        msg.folder_role._value_,
-        None if sender is None else _address_parts(sender),
-        tuple(map(_recipient_parts, msg.recipients)),
-        tuple((a.name, a.size_bytes, a.mime_type) for a in attachments) if attachments else (),
-        outcome._value_,
-        detail,
-        direction,
-        duplicate_of,
-        activity_id,
-        dataverse_id,
-    )
-
-
 _MARSHAL, _PICKLE = b"M", b"P"
+# marshal's format 2, not the default 4: from format 3 on, marshal looks every object up in a
+# table to write repeats as references, which costs the import thread more (measured: 2.1 against
+# 3.0 us per message) than the larger chunk costs the pipe and the writer
+_MARSHAL_VERSION = 2
 
 
 def pack_entries(entries: Sequence[tuple[Any, ...]]) -> bytes:
     """Entries (message rows and operations, in order) as one chunk of bytes.
 
-    The rows are written by :mod:`marshal` (plain values only: see :func:`message_row`; pickle
-    if a source ever puts something else in a record), the few operations by :mod:`pickle`.
-    Each operation carries the number of message rows before it in the chunk, so the writer
-    applies it at its place.
+    The rows are written by :mod:`marshal` (plain values only: see
+    :func:`~pstlib.store.writer.message_values`; pickle if a source ever puts something else in
+    a record), the few operations by :mod:`pickle`. Each operation carries the number of message
+    rows before it in the chunk, so the writer applies it at its place.
     """
     rows: list[tuple[Any, ...]] = []
     ops: list[tuple[int, tuple[Any, ...]]] = []
@@ -158,81 +115,31 @@ def pack_entries(entries: Sequence[tuple[Any, ...]]) -> bytes:
         else:
             add_row(entry)
     try:
-        kind, data = _MARSHAL, marshal.dumps(rows)
+        kind, data = _MARSHAL, marshal.dumps(rows, _MARSHAL_VERSION)
     except ValueError:  # a value marshal does not write
         kind, data = _PICKLE, pickle.dumps(rows, _PROTOCOL)
     return b"".join((kind, len(data).to_bytes(8, "little"), data, pickle.dumps(ops, _PROTOCOL)))
 
 
-_ROLES = {role.value: role for role in FolderRole}
-_KINDS = {kind.value: kind for kind in RecipientKind}
-
-
-class _Interned:
-    """The writer's Address and Recipient records, one per distinct value: a mailbox names the
-    same few hundred correspondents again and again, and a dict look-up costs a fraction of a
-    frozen dataclass's ``__init__``. Cleared when it grows past ``limit`` entries."""
-
-    def __init__(self, limit: int = 200_000) -> None:
-        self.limit = limit
-        self.addresses: dict[tuple[str, str, str], Address] = {}
-        self.recipients: dict[tuple[str, str, str, str], Recipient] = {}
-
-    def address(self, parts: tuple[str, str, str]) -> Address:
-        found = self.addresses.get(parts)
-        if found is None:
-            if len(self.addresses) >= self.limit:
-                self.addresses.clear()
-            found = self.addresses[parts] = Address(*parts)
-        return found
-
-    def recipient(self, parts: tuple[str, str, str, str]) -> Recipient:
-        found = self.recipients.get(parts)
-        if found is None:
-            if len(self.recipients) >= self.limit:
-                self.recipients.clear()
-            kind, address, name, raw = parts
-            found = self.recipients[parts] = Recipient(
-                _KINDS[kind], self.address((address, name, raw))
-            )
-        return found
-
-
-_INTERNED = _Interned()
-
-
-def unpack_entries(data: bytes) -> list[tuple[Any, ...]]:
-    """The entries of a chunk, each message as ``(source_id, Message, outcome, detail,
-    direction, duplicate_of, activity_id, dataverse_id)`` (what :meth:`MessageWriter.add_message`
-    takes)."""
+def unpack_chunk(data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[int, tuple[Any, ...]]]]:
+    """A chunk's message rows (plain values, as :meth:`MessageWriter.add_message_values` takes
+    them) and its operations, each with the number of rows that come before it."""
     size = int.from_bytes(data[1:9], "little")
     rows_data, ops = data[9 : 9 + size], pickle.loads(data[9 + size :])
     rows = marshal.loads(rows_data) if data[:1] == _MARSHAL else pickle.loads(rows_data)
+    return rows, ops
+
+
+def unpack_entries(data: bytes) -> list[tuple[Any, ...]]:
+    """The entries of a chunk in the order they were packed (message rows as plain values)."""
+    rows, ops = unpack_chunk(data)
     entries: list[tuple[Any, ...]] = []
-    pending = iter(ops)
-    op = next(pending, None)
-    address, recipient, roles = _INTERNED.address, _INTERNED.recipient, _ROLES
-    when = datetime.fromisoformat
-    for index, row in enumerate(rows):
-        source_id, values, sent, received, role, sender, rcpts, attached, *tail = row
-        while op is not None and op[0] <= index:
-            entries.append(op[1])
-            op = next(pending, None)
-        # as Message(**fields) would build it, without the frozen __init__'s per-field
-        # object.__setattr__ (the writer's hottest line)
-        message = _new(Message)
-        state = message.__dict__
-        state.update(zip(MESSAGE_FIELDS, values, strict=True))
-        state["sent_at_utc"] = None if sent is None else when(sent)
-        state["received_at_utc"] = None if received is None else when(received)
-        state["folder_role"] = roles[role]
-        state["sender"] = None if sender is None else address(sender)
-        state["recipients"] = tuple(map(recipient, rcpts))
-        state["attachments"] = tuple(Attachment(*a) for a in attached) if attached else ()
-        entries.append((source_id, message, *tail))
-    while op is not None:
-        entries.append(op[1])
-        op = next(pending, None)
+    done = 0
+    for at, op in ops:
+        entries.extend(rows[done:at])
+        entries.append(op)
+        done = at
+    entries.extend(rows[done:])
     return entries
 
 
@@ -297,21 +204,9 @@ def _error_of(parts: tuple[Any, ...]) -> BaseException:
 
 
 def _apply(writer: MessageWriter, store: Store, entry: tuple[Any, ...], outbox: Connection) -> bool:
-    """Apply one entry to the writer; True when it was the ``stop``."""
+    """Apply one operation to the writer; True when it was the ``stop``."""
     name = entry[0]
-    if name.__class__ is not str:
-        source_id, message, outcome, detail, direction, duplicate_of, activity_id, dv_id = entry
-        writer.add_message(
-            source_id,
-            message,
-            outcome,
-            detail,
-            direction=direction,
-            duplicate_of=duplicate_of,
-            activity_id=activity_id,
-            dataverse_id=dv_id,
-        )
-    elif name == "update":
+    if name == "update":
         writer.update_outcomes(entry[1])
     elif name == "metric":
         writer.add_metric(entry[1], entry[2], entry[3])
@@ -384,14 +279,21 @@ def serve(
                 except EOFError:
                     log.warning("the importer of session %s is gone; stopping", session_id)
                     return False
-                for entry in unpack_entries(data):
-                    if _apply(writer, store, entry, outbox):
+                rows, ops = unpack_chunk(data)
+                done = 0
+                for at, op in ops:  # each operation after the rows before it
+                    if at > done:
+                        writer.add_message_values(rows[done:at])
+                        done = at
+                    if _apply(writer, store, op, outbox):
                         if sampler is not None:  # the last word on this session's resources
                             for name, value in sampler.sample():
                                 writer.add_metric(name, value)
                         writer.flush()
                         outbox.send(("stopped", writer.rows_written))
                         return True
+                if done < len(rows):
+                    writer.add_message_values(rows[done:] if done else rows)
             now = time.monotonic()
             if sampler is not None and sample_every_s and now >= next_sample:
                 for name, value in sampler.sample():
@@ -819,33 +721,50 @@ class Collector:
         activity_id: str | None = None,
         dataverse_id: str | None = None,
     ) -> None:
-        """One message's row, as plain values (:func:`message_row`, inlined: the hot path)."""
+        """One message's row, as plain values (:func:`~pstlib.store.writer.message_values`,
+        inlined: the hot path)."""
         if not self.enabled:
             return
         if self._error is not None:
             self._raise()
-        entries = self._entries
-        sender = msg.sender
+        state = msg.__dict__
+        body_sha256 = state.get("body_sha256")
         attachments = msg.attachments
+        sender = msg.sender
         sent, received = msg.sent_at_utc, msg.received_at_utc
+        if sent is not None:  # shipped_time(), inlined
+            sent = (
+                sent.__reduce__()[1][0]  # type: ignore[assignment]
+                if sent.__class__ is _datetime and sent.tzinfo is _UTC
+                else sent.isoformat()
+            )
+        if received is not None:
+            received = (
+                received.__reduce__()[1][0]  # type: ignore[assignment]
+                if received.__class__ is _datetime and received.tzinfo is _UTC
+                else received.isoformat()
+            )
+        entries = self._entries
         entries.append(
             (
                 source_id,
-                _fields_of(msg),
-                None if sent is None else sent.isoformat(),
-                None if received is None else received.isoformat(),
-                msg.folder_role._value_,
-                None if sender is None else _address_parts(sender),
-                tuple(map(_recipient_parts, msg.recipients)),
-                tuple((a.name, a.size_bytes, a.mime_type) for a in attachments)
-                if attachments
-                else (),
                 outcome._value_,
                 detail,
                 direction,
                 duplicate_of,
                 activity_id,
                 dataverse_id,
+                _message_fields(msg),
+                msg.folder_role._value_,
+                sent,
+                received,
+                None if sender is None else _sender_parts(sender),
+                tuple(map(_recipient_parts, msg.recipients)),
+                tuple(map(_attachment_size, attachments)) if attachments else (),
+                state.get("dedupe_key"),
+                state.get("content_sha256"),
+                body_sha256,
+                msg.body if body_sha256 is None else None,
             )
         )
         if len(entries) >= self._capacity:

@@ -11,6 +11,12 @@ a failed flush are dropped, not retried.
 Recipients point at their message's ``message_row_id``, which the writer allocates inside the flush
 transaction: on SQLite from ``max(message_row_id)`` under the write lock (``BEGIN IMMEDIATE``), on
 PostgreSQL from the column's sequence (``nextval``), so concurrent writers never collide.
+
+Messages come in two ways, to the same rows: as records (:meth:`MessageWriter.add_message`: a
+scan, a reconcile) or as plain values (:func:`message_values`,
+:meth:`MessageWriter.add_message_values`: what the collector ships to its writer process, which
+then needs no ``Message`` rebuilt). The hashes are defined once, in :mod:`pstlib.models`, for
+both.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -29,7 +36,15 @@ from typing import TYPE_CHECKING, Any, Self, cast
 from sqlalchemy import Table
 
 from pstlib.errors import SourceError, StoreError
-from pstlib.models import FolderRole, Message, RecipientKind
+from pstlib.models import (
+    FolderRole,
+    Message,
+    RecipientKind,
+    body_sha256_of,
+    content_sha256_of,
+    dedupe_key_of,
+    kind_of_class,
+)
 from pstlib.store import schema
 from pstlib.store.schema import Outcome
 
@@ -48,6 +63,8 @@ _RECIPIENT_KINDS = {k: k.value for k in RecipientKind}
 _MESSAGE_WIDTH = len(schema.messages.columns)
 _RECIPIENT_WIDTH = len(schema.recipients.columns)
 _SQLITE_TIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_NO_HEADERS: tuple[str | None, ...] = (None, None, None, None)
+_DIRECTION_SET = frozenset(DIRECTIONS)
 _STAMP_S = 0.01  # processed_at_utc is formatted at most once per this many seconds
 # Rows per INSERT statement: past ~25 the gain flattens, and 37 columns x 25 rows stays below
 # the 999 bound values of SQLite before 3.32 (later ones allow 32,766, PostgreSQL 65,535).
@@ -94,6 +111,110 @@ def _aware_time(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _list_headers(headers: Sequence[tuple[str, str]]) -> tuple[str | None, ...]:
+    """``(list_id, list_unsubscribe, auto_submitted, precedence)``: each header's first value."""
+    found: dict[str, str] = {}
+    for key, value in headers:
+        if key in _LIST_HEADERS and key not in found:
+            found[key] = value
+    if not found:
+        return (None, None, None, None)
+    get = found.get
+    return (get("list-id"), get("list-unsubscribe"), get("auto-submitted"), get("precedence"))
+
+
+# -- a message as plain values (what the collector ships to its writer process) ----------------
+
+MESSAGE_VALUE_FIELDS = (
+    "item_id",
+    "internet_message_id",
+    "in_reply_to",
+    "references",
+    "conversation_topic",
+    "conversation_index",
+    "subject",
+    "size_bytes",
+    "message_class",
+    "importance",
+    "folder_path",
+    "headers",
+)
+"""The :class:`Message` fields a message's values carry as they are (strings, numbers, tuples)."""
+message_fields = attrgetter(*MESSAGE_VALUE_FIELDS)
+sender_parts = attrgetter("address", "name")
+recipient_parts = attrgetter("kind._value_", "address.address", "address.name")
+attachment_size = attrgetter("size_bytes")
+# datetime(state_bytes, tzinfo): how pickle rebuilds one (typeshed knows only the fields form)
+_from_state = cast("Callable[[bytes, Any], datetime]", datetime)
+_from_iso = datetime.fromisoformat
+
+
+def shipped_time(value: datetime | None) -> bytes | str | None:
+    """A timestamp as a plain value that :mod:`marshal` writes, cheaply and exactly.
+
+    A UTC ``datetime`` (what sources yield) becomes its 10-byte pickle state (``__reduce__``:
+    a tenth of the cost of ``isoformat``; the format is fixed, since pickles of any Python
+    version must load); any other (naive, another offset, a subclass) its ``isoformat()``, from
+    which the writer rebuilds the same value and offset. :meth:`MessageWriter.add_message_values`
+    takes either.
+    """
+    if value is None:
+        return None
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        reduced: Any = value.__reduce__()  # (datetime, (state, tzinfo))
+        state: bytes = reduced[1][0]
+        return state
+    return value.isoformat()
+
+
+def message_values(
+    source_id: int,
+    msg: Message,
+    outcome: Outcome | str,
+    detail: str | None = None,
+    direction: str | None = None,
+    duplicate_of: str | None = None,
+    activity_id: str | None = None,
+    dataverse_id: str | None = None,
+) -> tuple[Any, ...]:
+    """One message's row as plain values: what :meth:`MessageWriter.add_message_values` takes.
+
+    Why: the collector ships rows to a writer process; plain values (strings, numbers, bytes,
+    tuples of them) cross with :mod:`marshal`, and the writer builds the row from them without
+    rebuilding a ``Message`` (about 6 us each). The layout: ``source_id, outcome, detail,
+    direction, duplicate_of, activity_id, dataverse_id``, the :data:`MESSAGE_VALUE_FIELDS`
+    as one tuple, the folder role, sent and received (:func:`shipped_time`), the sender's
+    ``(address, name)`` or None, the recipients' ``(kind, address, name)``, the attachments'
+    sizes, the dedupe key, content hash and body hash where the record has them cached (else
+    None: the writer computes them), and the body (None when its hash travels instead).
+    :meth:`pstlib.importer.collector.Collector.message` inlines this function (its hot path).
+    """
+    state = msg.__dict__
+    body_sha256 = state.get("body_sha256")
+    attachments = msg.attachments
+    sender = msg.sender
+    return (
+        source_id,
+        _OUTCOMES.get(outcome, outcome),  # an unknown one is refused by the writer
+        detail,
+        direction,
+        duplicate_of,
+        activity_id,
+        dataverse_id,
+        message_fields(msg),
+        msg.folder_role._value_,
+        shipped_time(msg.sent_at_utc),
+        shipped_time(msg.received_at_utc),
+        None if sender is None else sender_parts(sender),
+        tuple(map(recipient_parts, msg.recipients)),
+        tuple(map(attachment_size, attachments)) if attachments else (),
+        state.get("dedupe_key"),
+        state.get("content_sha256"),
+        body_sha256,
+        msg.body if body_sha256 is None else None,
+    )
 
 
 def _insert_sql(
@@ -255,37 +376,22 @@ class MessageWriter:
             ) from None
         if direction is not None and direction not in DIRECTIONS:
             raise StoreError(f"unknown direction {direction!r} (valid: {', '.join(DIRECTIONS)})")
-        list_id = list_unsubscribe = auto_submitted = precedence = None
-        if msg.headers:
-            found: dict[str, str] = {}
-            for key, value in msg.headers:
-                if key in _LIST_HEADERS and key not in found:
-                    found[key] = value
-            if found:
-                list_id = found.get("list-id")
-                list_unsubscribe = found.get("list-unsubscribe")
-                auto_submitted = found.get("auto-submitted")
-                precedence = found.get("precedence")
+        headers = msg.headers
+        list_id, list_unsubscribe, auto_submitted, precedence = (
+            _list_headers(headers) if headers else _NO_HEADERS
+        )
         sender = msg.sender
         attachments = msg.attachments
-        sent, received = msg.sent_at_utc, msg.received_at_utc
-        sent_s: str | datetime | None
-        received_s: str | datetime | None
-        if self._sqlite:
-            sent_s, received_s = _sqlite_time(sent), _sqlite_time(received)
-        else:
-            sent_s, received_s = _aware_time(sent), _aware_time(received)
+        to_cell = self._time
         now = time.monotonic()
         if now >= self._stamp_until:  # one formatted processed_at per _STAMP_S, not per row
-            self._stamp = self._time(datetime.now(UTC))
+            self._stamp = to_cell(datetime.now(UTC))
             self._stamp_until = now + _STAMP_S
         message_class = msg.message_class
         kind = self._kinds.get(message_class)
         if kind is None:
             kind = self._kinds[message_class] = msg.kind.value
-        dedupe_key = msg.dedupe_key
-        # dedupe_key is "sha:<content_sha256>" for an item without a Message-ID: hash once only
-        content_sha256 = dedupe_key[4:] if dedupe_key[:4] == "sha:" else msg.content_sha256
+        dedupe_key, content_sha256, body_sha256 = msg.hashes()
         references = msg.references
         messages = self._messages
         index = len(messages) // _MESSAGE_WIDTH
@@ -304,12 +410,12 @@ class MessageWriter:
                 msg.subject,
                 sender.address if sender else None,
                 (sender.name or None) if sender else None,
-                sent_s,
-                received_s,
+                to_cell(msg.sent_at_utc),
+                to_cell(msg.received_at_utc),
                 msg.size_bytes,
                 len(attachments),
                 sum(a.size_bytes for a in attachments) if attachments else 0,
-                msg.body_sha256,
+                body_sha256,
                 content_sha256,
                 message_class,
                 kind,
@@ -339,6 +445,147 @@ class MessageWriter:
         self._pending += 1  # _added(), inlined
         if self._pending >= self.batch_rows:
             self.flush()
+
+    def add_message_values(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Buffer messages given as plain values (:func:`message_values`), in order.
+
+        The same rows as :meth:`add_message` would buffer for the records, flushing whenever
+        ``batch_rows`` are pending. Why a second way in: the collector's writer process receives
+        plain values; rebuilding a ``Message`` from them costs more than building the row. A row
+        with a bad outcome or direction raises StoreError; the rows before it stay buffered.
+        """
+        done, count = 0, len(rows)
+        while done < count:
+            room = max(1, self.batch_rows - self._pending)
+            part = rows[done : done + room] if done or count > room else rows
+            self._buffer_values(part)
+            done += len(part)
+            if self._pending >= self.batch_rows:
+                self.flush()
+
+    def _buffer_values(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """:meth:`add_message_values` for at most the rows that fit before the next flush."""
+        outcomes, directions, kinds = _OUTCOMES, _DIRECTION_SET, self._kinds
+        to_cell, sqlite = self._time, self._sqlite
+        from_state, from_iso = _from_state, _from_iso
+        session_id = self.session_id
+        messages, add_recipient = self._messages, self._recipients.extend
+        index = len(messages) // _MESSAGE_WIDTH
+        add = messages.extend
+        now = time.monotonic()
+        if now >= self._stamp_until:
+            self._stamp = to_cell(datetime.now(UTC))
+            self._stamp_until = now + _STAMP_S
+        stamp = self._stamp
+        for row in rows:
+            (
+                source_id,
+                outcome,
+                detail,
+                direction,
+                duplicate_of,
+                activity_id,
+                dataverse_id,
+                fields,
+                role,
+                sent,
+                received,
+                sender,
+                recipients,
+                sizes,
+                dedupe_key,
+                content_sha256,
+                body_sha256,
+                body,
+            ) = row
+            if outcome not in outcomes:
+                raise StoreError(f"unknown outcome {outcome!r} (valid: {', '.join(outcomes)})")
+            if direction is not None and direction not in directions:
+                raise StoreError(
+                    f"unknown direction {direction!r} (valid: {', '.join(DIRECTIONS)})"
+                )
+            (
+                item_id,
+                internet_message_id,
+                in_reply_to,
+                references,
+                topic,
+                conversation_index,
+                subject,
+                size_bytes,
+                message_class,
+                importance,
+                folder_path,
+                headers,
+            ) = fields
+            # the shipped times back as datetimes: from a UTC state or an ISO text
+            sent_at = (
+                from_state(sent, UTC)
+                if sent.__class__ is bytes
+                else (None if sent is None else from_iso(sent))
+            )
+            received_at = (
+                from_state(received, UTC)
+                if received.__class__ is bytes
+                else (None if received is None else from_iso(received))
+            )
+            if body_sha256 is None:
+                body_sha256 = body_sha256_of(body)
+            if content_sha256 is None:
+                content_sha256 = content_sha256_of(
+                    sender[0] if sender else "",
+                    "" if sent_at is None else sent_at.isoformat(),
+                    [r[1] for r in recipients],
+                    subject,
+                    body_sha256,
+                )
+            if dedupe_key is None:
+                dedupe_key = dedupe_key_of(internet_message_id, content_sha256)
+            kind = kinds.get(message_class)
+            if kind is None:
+                kind = kinds[message_class] = kind_of_class(message_class).value
+            add(
+                (
+                    None,  # message_row_id: allocated at flush
+                    session_id,
+                    source_id,
+                    item_id,
+                    dedupe_key,
+                    internet_message_id,
+                    in_reply_to,
+                    " ".join(references) if references else None,
+                    topic,
+                    conversation_index,
+                    subject,
+                    sender[0] if sender else None,
+                    (sender[1] or None) if sender else None,
+                    _sqlite_time(sent_at) if sqlite else _aware_time(sent_at),
+                    _sqlite_time(received_at) if sqlite else _aware_time(received_at),
+                    size_bytes,
+                    len(sizes),
+                    sum(sizes) if sizes else 0,
+                    body_sha256,
+                    content_sha256,
+                    message_class,
+                    kind,
+                    importance,
+                    folder_path,
+                    role,
+                    direction,
+                    *(_list_headers(headers) if headers else _NO_HEADERS),
+                    outcomes[outcome],
+                    detail,
+                    duplicate_of,
+                    activity_id,
+                    dataverse_id,
+                    None,  # verified
+                    stamp,
+                )
+            )
+            for kind_value, address, name in recipients:
+                add_recipient((index, kind_value, address, name))
+            index += 1
+            self._pending += 1
 
     def add_error(
         self,

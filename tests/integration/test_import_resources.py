@@ -155,6 +155,9 @@ def import_forever(store_path: str, mbox: str) -> None:
 def test_the_writer_dies_with_its_importer(tmp_path: Path) -> None:
     mbox = write_mbox(tmp_path / "big.mbox", 30_000)
     store_path = tmp_path / "store.sqlite"
+    # the store is made (and migrated) first: two processes creating one file at once race
+    # (one of them fails with "database is locked" and the child then never starts a session)
+    Store.open(store_path).close()
     child = multiprocessing.get_context("fork").Process(
         target=import_forever, args=(str(store_path), str(mbox))
     )

@@ -4,6 +4,7 @@ tiny inline data whose answers are worked out in comments."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,15 +16,17 @@ from pstlib.analytics import operations as ops
 from pstlib.analytics.imports import summarize_session
 from pstlib.errors import MissingColumnsError, SourceError
 from pstlib.importer.collector import (
+    Collector,
     ResourceSampler,
     _error_of,
     _error_parts,
-    message_row,
     pack_entries,
+    unpack_chunk,
     unpack_entries,
 )
 from pstlib.models import Address, Attachment, FolderRole, Message, Recipient, RecipientKind
 from pstlib.store.schema import Outcome
+from pstlib.store.writer import message_values, shipped_time
 
 T0 = pd.Timestamp("2025-01-01T00:00:00Z")
 
@@ -277,30 +280,49 @@ def sample_messages() -> list[Message]:
     ]
 
 
-def test_pack_and_unpack_keep_messages_and_the_order_of_operations() -> None:
+def hooked(msg: Message, outcome: Outcome, detail: str | None = None, **kw: str | None) -> tuple:
+    """The entry Collector.message (the import thread's inlined packer) puts on its deque."""
+    collector = Collector.__new__(Collector)  # just enough of one to call the hook
+    collector.enabled, collector._error, collector._capacity = True, None, 1_000
+    collector._entries = deque()
+    collector.message(7, msg, outcome, detail, **kw)
+    return collector._entries.popleft()
+
+
+def test_the_hook_packs_what_message_values_packs() -> None:
+    first, second = sample_messages()
+    _ = first.dedupe_key  # the importer's dedupe computed it: it travels, the body hash does not
+    for msg, outcome, detail, kw in (
+        (first, Outcome.READ, None, {"direction": "incoming"}),
+        (second, Outcome.SKIPPED, "not mail", {"activity_id": "act", "dataverse_id": "dv"}),
+    ):
+        assert hooked(msg, outcome, detail, **kw) == message_values(7, msg, outcome, detail, **kw)
+    values = message_values(7, first, Outcome.READ)
+    assert values[14] == first.dedupe_key and values[15] is None and values[17] == "body"
+    # attachment data stays behind: only the sizes cross
+    assert values[13] == (1000,)
+    assert values[11] == ("a@x.com", "A") and values[12] == (
+        ("to", "b@y.com", ""),
+        ("bcc", "c@y.com", "C"),
+    )
+
+
+def test_pack_and_unpack_keep_rows_and_the_order_of_operations() -> None:
     first, second = sample_messages()
     entries = [
         ("metric", "rss_bytes", 1.0, None),
-        message_row(7, first, Outcome.READ, None, "incoming", None, None, None),
+        message_values(7, first, Outcome.READ, None, "incoming"),
         ("update", [{"source_id": 7, "item_id": "1", "outcome": "imported"}]),
-        message_row(7, second, Outcome.SKIPPED, "not mail", None, None, "act", "dv"),
+        message_values(7, second, Outcome.SKIPPED, "not mail", None, None, "act", "dv"),
         ("finish_source", 7, "read", 2, None),
     ]
-    back = unpack_entries(pack_entries(entries))
-    assert [e[0] for e in back] == ["metric", 7, "update", 7, "finish_source"]
-    assert back[0] == entries[0] and back[2] == entries[2] and back[4] == entries[4]
-    assert back[1][2:] == ("read", None, "incoming", None, None, None)
-    assert back[3][2:] == ("skipped", "not mail", None, None, "act", "dv")
-    rebuilt = back[1][1]
-    # everything the store keeps is the same, hashes included; attachment data stays behind
-    assert rebuilt.dedupe_key == first.dedupe_key
-    assert rebuilt.content_sha256 == first.content_sha256
-    assert rebuilt.body_sha256 == first.body_sha256
-    assert rebuilt.attachments == (Attachment("f.pdf", 1000, "application/pdf", None),)
-    assert rebuilt.recipients == first.recipients and rebuilt.sender == first.sender
-    assert rebuilt.folder_role is FolderRole.INBOX and rebuilt.kind == first.kind
-    assert rebuilt.sent_at_utc == first.sent_at_utc and rebuilt.headers == first.headers
-    assert back[3][1] == second
+    chunk = pack_entries(entries)
+    assert chunk[:1] == b"M"  # plain values: marshal
+    assert unpack_entries(chunk) == entries
+    rows, ops = unpack_chunk(chunk)
+    assert rows == [entries[1], entries[3]]
+    # each operation knows how many rows come before it
+    assert [(at, op[0]) for at, op in ops] == [(0, "metric"), (1, "update"), (2, "finish_source")]
 
 
 def test_errors_cross_the_pipe_as_the_errors_table_keeps_them() -> None:
@@ -327,27 +349,14 @@ def test_dates_cross_exactly_and_odd_values_fall_back_to_pickle() -> None:
     from pathlib import PurePosixPath
 
     plus_two = timezone(timedelta(hours=2))
-    odd = [
-        Message(
-            source_path="a",
-            item_id="1",
-            sent_at_utc=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        ),
-        Message(
-            source_path="a",
-            item_id="2",
-            sent_at_utc=datetime(2024, 1, 1, 1, tzinfo=plus_two),
-            received_at_utc=datetime(1901, 2, 3, 4, 5, 6, 7),
-        ),  # naive stays naive
-    ]
-    rows = [message_row(1, m, Outcome.READ, None, None, None, None, None) for m in odd]
-    chunk = pack_entries(rows)
-    assert chunk[:1] == b"M"  # plain values: marshal
-    back = [e[1] for e in unpack_entries(chunk)]
-    assert back == odd
-    assert [m.sent_at_utc.utcoffset() for m in back] == [timedelta(0), timedelta(hours=2)]
-    assert back[1].received_at_utc.tzinfo is None
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    # a UTC time crosses as its 10-byte pickle state, any other as its ISO text
+    assert shipped_time(latest) == latest.__reduce__()[1][0]  # type: ignore[index]
+    assert shipped_time(datetime(2024, 1, 1, 1, tzinfo=plus_two)) == "2024-01-01T01:00:00+02:00"
+    assert shipped_time(datetime(1901, 2, 3, 4, 5, 6, 7)) == "1901-02-03T04:05:06.000007"
+    assert shipped_time(None) is None
     # a source that puts something marshal cannot write into a record: pickled instead
     strange = Message(source_path="a", item_id="3", references=(PurePosixPath("x"),))  # type: ignore[arg-type]
-    chunk = pack_entries([message_row(1, strange, Outcome.READ, None, None, None, None, None)])
-    assert chunk[:1] == b"P" and unpack_entries(chunk)[0][1] == strange
+    row = message_values(1, strange, Outcome.READ)
+    chunk = pack_entries([row])
+    assert chunk[:1] == b"P" and unpack_entries(chunk) == [row]

@@ -9,11 +9,13 @@ import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pstlib.models import Address, FolderRole, Message, Recipient, RecipientKind
-from pstlib.store import Outcome, Store, load_messages, load_recipients
+from pstlib.errors import StoreError
+from pstlib.models import Address, Attachment, FolderRole, Message, Recipient, RecipientKind
+from pstlib.store import Outcome, Store, load_messages, load_recipients, schema
 from pstlib.store.writer import (
     _MESSAGE_WIDTH,
     ROWS_PER_STATEMENT,
@@ -145,3 +147,150 @@ def test_hashes_are_cached_and_unchanged() -> None:
     assert msg.content_sha256 == hashlib.sha256(key.encode()).hexdigest()
     assert msg.dedupe_key == "sha:" + msg.content_sha256
     assert msg.__dict__["content_sha256"] == msg.content_sha256  # stored once, read back
+
+
+# -- the plain-values path (what the collector's writer process takes) --------------------------
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_address = st.builds(
+    Address, st.from_regex(r"[a-z]{1,6}@[a-z]{1,5}\.(com|org)", fullmatch=True), _text
+)
+_time = st.none() | st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30)), None]),
+)
+_messages = st.builds(
+    Message,
+    source_path=st.just("a.pst"),
+    item_id=st.uuids().map(str),
+    folder_path=_text,
+    folder_role=st.sampled_from(FolderRole),
+    message_class=st.sampled_from(["IPM.Note", "IPM.Schedule.Meeting.Request", "IPM.Contact"]),
+    internet_message_id=st.none() | _text.map(lambda t: f"<{t}@x>"),
+    in_reply_to=st.none() | _text,
+    references=st.lists(_text, max_size=2).map(tuple),
+    conversation_topic=st.none() | _text,
+    subject=_text,
+    sender=st.none() | _address,
+    recipients=st.lists(
+        st.builds(Recipient, st.sampled_from(RecipientKind), _address), max_size=3
+    ).map(tuple),
+    sent_at_utc=_time,
+    received_at_utc=_time,
+    size_bytes=st.integers(0, 2**40),
+    attachments=st.lists(st.builds(Attachment, _text, st.integers(0, 2**31)), max_size=2).map(
+        tuple
+    ),
+    body=st.text(max_size=40).filter(lambda b: "\ud800" not in b),
+    importance=st.integers(0, 2),
+    headers=st.lists(
+        st.tuples(st.sampled_from(["list-id", "precedence", "auto-submitted", "x-other"]), _text),
+        max_size=3,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    messages=st.lists(_messages, min_size=1, max_size=6, unique_by=lambda m: m.item_id),
+    cached=st.sampled_from(["none", "dedupe_key", "content_sha256"]),
+    outcome=st.sampled_from(Outcome),
+    direction=st.sampled_from([None, "incoming", "outgoing"]),
+    batch_rows=st.integers(1, 4),
+)
+def test_plain_values_store_the_same_rows_as_the_records(
+    messages: list[Message], cached: str, outcome: Outcome, direction: str | None, batch_rows: int
+) -> None:
+    # Each message written once through add_message and once through add_message_values (what
+    # the writer process does with what the collector ships, via marshal): every stored cell
+    # but the session, the row id and the processing time is the same, hashes included, whether
+    # the record had its hashes cached (the importer's dedupe, a reader worker) or not.
+    from pstlib.importer.collector import pack_entries, unpack_chunk
+    from pstlib.store.writer import message_values
+
+    if cached != "none":
+        for msg in messages:
+            getattr(msg, cached)
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.sqlite") as store:
+        by_record = store.begin_session("assess", {})
+        by_values = store.begin_session("assess", {})
+        source_a = store.add_source(by_record, "a.pst", "pst", 1, None)
+        source_b = store.add_source(by_values, "a.pst", "pst", 1, None)
+        shipped = [
+            message_values(source_b, m, outcome, "why", direction, "dup", "act", "dv")
+            for m in messages
+        ]
+        rows, _ = unpack_chunk(pack_entries(shipped))
+        with store.writer(by_values, batch_rows=batch_rows) as writer:
+            writer.add_message_values(rows)
+        assert writer.rows_written == len(messages)
+        with store.writer(by_record, batch_rows=batch_rows) as writer:
+            for m in messages:
+                writer.add_message(
+                    source_a,
+                    m,
+                    outcome,
+                    "why",
+                    direction=direction,
+                    duplicate_of="dup",
+                    activity_id="act",
+                    dataverse_id="dv",
+                )
+        raw = sqlite3.connect(Path(tmp) / "s.sqlite")
+        skip = {"message_row_id", "session_id", "source_id", "processed_at_utc"}
+        names = [c.name for c in schema.messages.columns if c.name not in skip]
+        select = ", ".join(f'"{n}"' for n in names)
+        got = {
+            session: raw.execute(
+                f"SELECT {select} FROM messages WHERE session_id = ? ORDER BY message_row_id",
+                (session,),
+            ).fetchall()
+            for session in (by_record, by_values)
+        }
+        recipients = {
+            session: raw.execute(
+                "SELECT m.item_id, r.kind, r.address, r.name FROM recipients r JOIN messages m "
+                "USING (message_row_id) WHERE m.session_id = ? ORDER BY r.rowid",
+                (session,),
+            ).fetchall()
+            for session in (by_record, by_values)
+        }
+        raw.close()
+    assert got[by_values] == got[by_record]
+    assert recipients[by_values] == recipients[by_record]
+    # and the hashes are the records' own
+    hashes = [
+        (r[names.index("dedupe_key")], r[names.index("content_sha256")]) for r in got[by_record]
+    ]
+    assert hashes == [(m.dedupe_key, m.content_sha256) for m in messages]
+
+
+def test_plain_values_with_a_bad_outcome_or_direction_are_refused(tmp_path: Path) -> None:
+    from pstlib.store.writer import message_values
+
+    with Store.open(tmp_path / "s.sqlite") as store:
+        session_id = store.begin_session("assess", {})
+        source_id = store.add_source(session_id, "a.mbox", "mbox", 1, None)
+        writer = store.writer(session_id)
+        good = message_values(source_id, _message(1, 1), Outcome.READ)
+        with pytest.raises(StoreError, match="unknown outcome"):
+            writer.add_message_values([good, message_values(source_id, _message(2, 0), "lost")])
+        bad_direction = message_values(source_id, _message(3, 0), Outcome.READ, None, "up")
+        with pytest.raises(StoreError, match="unknown direction"):
+            writer.add_message_values([bad_direction])
+        writer.flush()  # the good row before the bad one was buffered
+        assert load_messages(store, session_id)["item_id"].tolist() == ["1"]
+
+
+def test_hashes_come_from_the_plain_value_functions() -> None:
+    from pstlib.models import body_sha256_of, content_sha256_of, dedupe_key_of
+
+    msg = _message(4, 3)
+    key, content, body = msg.hashes()
+    assert (key, content, body) == (msg.dedupe_key, msg.content_sha256, msg.body_sha256)
+    assert body == body_sha256_of("")
+    addresses = [r.address.address for r in reversed(msg.recipients)]  # any order
+    assert content == content_sha256_of("from4@example.com", T0.isoformat(), addresses, "s4", body)
+    assert dedupe_key_of(" <Ab@X> ", content) == "mid:ab@x"
+    assert dedupe_key_of(None, content) == key
