@@ -193,10 +193,15 @@ def summarize_batch_sizes(
 # --- throttling ------------------------------------------------------------------------------------
 
 
+def _samples(metrics: pd.DataFrame, name: str) -> tuple[pd.DataFrame, pd.Series]:
+    """The samples of metric ``name``, and their labels' JSON text ("" where none)."""
+    rows = metrics[_text(metrics["name"]).eq(name).fillna(False).to_numpy(bool)]
+    return rows, _text(rows["labels_json"]).fillna("")
+
+
 def _throttle_events(metrics: pd.DataFrame) -> pd.DataFrame:
     """The ``throttled`` metric samples: ``session_id, at_utc, limit_code, wait_s``."""
-    events = metrics[_text(metrics["name"]).eq("throttled").fillna(False).to_numpy(bool)]
-    labels = _text(events["labels_json"]).fillna("")
+    events, labels = _samples(metrics, "throttled")
     code = labels.str.extract(r'"limit_code"\s*:\s*"([^"]*)"', expand=False)
     return pd.DataFrame(
         {
@@ -607,8 +612,7 @@ BOTTLENECK_STAGES = (
 
 def _stage_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
     """Seconds per session and stage from ``stage_s`` samples: each run's last, summed over runs."""
-    rows = metrics[_text(metrics["name"]).eq("stage_s").fillna(False).to_numpy(bool)]
-    labels = _text(rows["labels_json"]).fillna("")
+    rows, labels = _samples(metrics, "stage_s")
     stamps = pd.DataFrame(
         {
             "session_id": _text(rows["session_id"]).to_numpy(),
