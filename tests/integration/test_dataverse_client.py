@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pstlib.config import DataverseSettings
 from pstlib.dataverse import (
     BatchRecord,
     ClientCredentialsTokenProvider,
@@ -16,17 +15,16 @@ from pstlib.dataverse import (
     map_message,
 )
 from pstlib.dataverse.mapping import EmailPayload, contact_id_for
-from pstlib.dataverse.throttle import AdaptiveLimits, RetryPolicy
+from pstlib.dataverse.throttle import AdaptiveLimits
 from pstlib.errors import DataverseError
 from pstlib.models import Address, Attachment, Message, Recipient, RecipientKind
+from tests.standin_client import FAST, SECRET_ENV, standin_client, standin_settings
 
 server_module = pytest.importorskip("pstlib.standin.server")
 StandinConfig = server_module.StandinConfig
 StandinServer = server_module.StandinServer
 
 OWNER = "owner@example.com"
-SECRET_ENV = "PSTLIB_TEST_STANDIN_SECRET"
-FAST = RetryPolicy(base_backoff_s=0.01, max_backoff_s=0.05)
 
 
 @pytest.fixture
@@ -35,21 +33,10 @@ def standin() -> Iterator[object]:
         yield server
 
 
-def _settings(server: object, monkeypatch: pytest.MonkeyPatch) -> DataverseSettings:
-    monkeypatch.setenv(SECRET_ENV, "standin-secret")
-    return DataverseSettings(
-        url=server.url,  # type: ignore[attr-defined]
-        tenant_id="standin-tenant",
-        client_id="standin-client",
-        secret_env=SECRET_ENV,
-    )
 
 
-def _client(server: object, monkeypatch: pytest.MonkeyPatch, **kw: object) -> DataverseClient:
-    settings = _settings(server, monkeypatch)
-    tokens = ClientCredentialsTokenProvider.for_settings(settings, server.token_url)  # type: ignore[attr-defined]
-    kw.setdefault("policy", FAST)
-    return DataverseClient(settings, token_provider=tokens, **kw)  # type: ignore[arg-type]
+
+
 
 
 def _message(
@@ -74,7 +61,7 @@ def _message(
 
 
 def test_token_is_fetched_once_and_reused(standin: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings(standin, monkeypatch)
+    settings = standin_settings(standin, monkeypatch)
     tokens = ClientCredentialsTokenProvider.for_settings(settings, standin.token_url)  # type: ignore[attr-defined]
     first = tokens.token()
     assert tokens.token() == first  # cached until near expiry
@@ -88,7 +75,7 @@ def test_token_is_fetched_once_and_reused(standin: object, monkeypatch: pytest.M
 def test_contacts_are_found_and_created_once(
     standin: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with _client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         assert client.find_contacts_by_email(["o'brien@example.com"]) == {}
         obrien = client.create_contact("O'Brien@example.com", "Pat O'Brien")
         assert obrien == contact_id_for("o'brien@example.com")
@@ -110,7 +97,7 @@ def test_emails_are_created_completed_and_verifiable(
         Attachment("notes.txt", 5, "text/plain", b"hello"),
         Attachment("run.exe", 2, "application/octet-stream", b"MZ"),
     )
-    with _client(standin, monkeypatch, on_batch=records.append) as client:
+    with standin_client(standin, monkeypatch, on_batch=records.append) as client:
         cc = client.create_contact("cc@example.com", "Cee Cee")
         contacts = client.find_contacts_by_email(["cc@example.com", OWNER])
         messages = [_message(1), _message(2, outgoing=True, attachments=files), _message(3)]
@@ -159,7 +146,7 @@ def test_running_the_same_import_again_creates_nothing(
     standin: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     payloads = [map_message(_message(n), mailbox_owner=OWNER) for n in range(1, 6)]
-    with _client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         first = client.create_emails(payloads)
         again = client.create_emails(payloads)
     assert all(r.ok and r.created for r in first)
@@ -177,7 +164,7 @@ def test_a_bad_email_fails_alone(standin: object, monkeypatch: pytest.MonkeyPatc
             "email": {**bad_source.email, "nosuchcolumn": 1},
         }
     )
-    with _client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         results = client.create_emails([good, bad])
     assert results[0].ok and results[0].completed
     assert not results[1].ok and results[1].status == 400 and results[1].error_code
@@ -191,7 +178,7 @@ def test_throttling_is_waited_out_and_recorded(
     events: list[ThrottleEvent] = []
     payloads = [map_message(_message(n), mailbox_owner=OWNER) for n in range(1, 9)]
     limits = AdaptiveLimits(batch_size=2, concurrency=2, max_concurrency=2)
-    with _client(
+    with standin_client(
         standin, monkeypatch, on_batch=records.append, on_throttle=events.append, limits=limits
     ) as client:
         standin.throttle_for(0.3)  # type: ignore[attr-defined]
@@ -212,7 +199,7 @@ def test_dropped_connections_and_503s_are_retried(
     # one $batch does it all now (create + complete): fail its first three tries
     config = StandinConfig(drop_on_requests=frozenset({1}), error_on_requests=frozenset({2, 3}))
     payloads = [map_message(_message(n), mailbox_owner=OWNER) for n in range(1, 4)]
-    with StandinServer(config) as server, _client(server, monkeypatch) as client:
+    with StandinServer(config) as server, standin_client(server, monkeypatch) as client:
         results = client.create_emails(payloads)
         stats = server.stats()
         assert server.db.count("emails") == 3
@@ -233,7 +220,7 @@ def test_an_expired_token_is_renewed_once(standin: object, monkeypatch: pytest.M
                 return self.real.token(refresh=True)
             return "stale" if self.refreshes == 0 else self.real.token()
 
-    settings = _settings(standin, monkeypatch)
+    settings = standin_settings(standin, monkeypatch)
     provider = StaleFirst(ClientCredentialsTokenProvider.for_settings(settings, standin.token_url))  # type: ignore[attr-defined]
     with DataverseClient(settings, token_provider=provider, policy=FAST) as client:
         assert client.find_contacts_by_email(["a@example.com"]) == {}
@@ -266,7 +253,7 @@ def test_paced_by_the_execution_budget_no_window_fills(monkeypatch: pytest.Monke
     eight workers could spend it twice as fast as the limit: paced, none of them meets a 429."""
     config = StandinConfig(time_scale=0.01, operation_time_s=0.5)
     limits = AdaptiveLimits(batch_size=20, concurrency=8, max_concurrency=8)
-    with StandinServer(config) as server, _client(server, monkeypatch, limits=limits) as client:
+    with StandinServer(config) as server, standin_client(server, monkeypatch, limits=limits) as client:
         results = client.create_emails(_many(1200))
         assert server.db.count("emails") == 1200
         stats = server.stats()
@@ -285,7 +272,7 @@ def test_a_smaller_execution_budget_is_learned_from_429s(monkeypatch: pytest.Mon
     events: list[ThrottleEvent] = []
     with (
         StandinServer(config) as server,
-        _client(server, monkeypatch, limits=limits, on_throttle=events.append) as client,
+        standin_client(server, monkeypatch, limits=limits, on_throttle=events.append) as client,
     ):
         results = client.create_emails(_many(300))
         assert server.db.count("emails") == 300

@@ -9,10 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pstlib.config import DataverseSettings
-from pstlib.dataverse import ClientCredentialsTokenProvider, DataverseClient
 from pstlib.dataverse.mapping import activity_id_for, contact_id_for, normalise_messageid
-from pstlib.dataverse.throttle import RetryPolicy
 from pstlib.importer.contacts import ContactPolicy, CreateContacts
 from pstlib.importer.reconcile import reconcile, verify_session
 from pstlib.importer.run import ImportOptions, import_mail
@@ -20,9 +17,8 @@ from pstlib.importer.session import Progress
 from pstlib.models import Message
 from pstlib.standin import StandinConfig, StandinServer
 from pstlib.store import Store, load
+from tests.standin_client import standin_client
 
-SECRET_ENV = "PSTLIB_TEST_IMPORT_SECRET"
-FAST = RetryPolicy(base_backoff_s=0.01, max_backoff_s=0.05)
 OWNER = "alex.wilber@contoso.com"
 
 
@@ -31,20 +27,6 @@ def standin() -> Iterator[StandinServer]:
     with StandinServer(StandinConfig()) as server:
         yield server
 
-
-def make_client(
-    server: StandinServer, monkeypatch: pytest.MonkeyPatch, **kw: object
-) -> DataverseClient:
-    monkeypatch.setenv(SECRET_ENV, "standin-secret")
-    settings = DataverseSettings(
-        url=server.url,
-        tenant_id="standin-tenant",
-        client_id="standin-client",
-        secret_env=SECRET_ENV,
-    )
-    tokens = ClientCredentialsTokenProvider.for_settings(settings, server.token_url)
-    kw.setdefault("policy", FAST)
-    return DataverseClient(settings, token_provider=tokens, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -115,7 +97,7 @@ def test_corpus_and_synthetic_mailbox_land_record_for_record(
 ) -> None:
     mbox = synth_mailbox(tmp_path / "synth")
     ticks: list[Progress] = []
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         session_id = import_mail(
             [pst_dir, mbox], store, ImportOptions(mailbox_owner=OWNER), client=client,
             on_progress=ticks.append,
@@ -150,7 +132,7 @@ def test_corpus_and_synthetic_mailbox_land_record_for_record(
     assert sum(t.messages for t in ticks) >= len(messages)
     assert {t.outcome for t in ticks} >= {"imported", "skipped", "duplicate"}
     # chain of custody: everything sent was acknowledged, read back and verified
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         chain = verify_session(store, session_id, client)
     assert chain.to_send == chain.sent == chain.acknowledged == chain.verified == len(imported)
     # what does not balance is listed item by item: the two truncated files, the unreadable items
@@ -163,7 +145,7 @@ def test_same_mailbox_twice_is_all_duplicates(
 ) -> None:
     mbox = write_mbox(tmp_path / "box.mbox", 30)
     options = ImportOptions(mailbox_owner=OWNER)
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         first = import_mail([mbox], store, options, client=client)
         second = import_mail([mbox], store, options, client=client)
     assert first != second
@@ -179,7 +161,7 @@ def test_message_already_in_dataverse_is_a_dataverse_duplicate(
     tmp_path: Path, store: Store, standin: StandinServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mbox = write_mbox(tmp_path / "box.mbox", 6)
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         # imported by something else: same messageid, another activity id
         other = standin.service
         other_id = "0f0f0f0f-0000-4000-8000-000000000001"
@@ -208,7 +190,7 @@ def test_assess_target_writes_nothing_but_the_store(
     tmp_path: Path, store: Store, standin: StandinServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mbox = write_mbox(tmp_path / "box.mbox", 12)
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         session_id = import_mail(
             [mbox], store, ImportOptions(target="assess", mailbox_owner=OWNER), client=client
         )
@@ -229,7 +211,7 @@ def test_contact_policy_never_creates_nothing(
     options = ImportOptions(
         mailbox_owner=OWNER, contacts=ContactPolicy(create=CreateContacts.NEVER)
     )
-    with make_client(standin, monkeypatch) as client:
+    with standin_client(standin, monkeypatch) as client:
         client.create_contact("person0@fabrikam.com", "Person Zero")  # one known contact
         session_id = import_mail([mbox], store, options, client=client)
     contacts = load.load_contacts(store, session_id).set_index("address")
@@ -261,7 +243,7 @@ def test_faults_lose_nothing_and_import_nothing_twice(
     with StandinServer(StandinConfig(**faults)) as server:  # type: ignore[arg-type]
         session_id = None
         for _ in range(4):  # a failed message is sent again when the session is resumed
-            with make_client(server, monkeypatch, timeout_s=5.0) as client:
+            with standin_client(server, monkeypatch, timeout_s=5.0) as client:
                 session_id = import_mail(
                     [mbox], store, options, client=client, resume=session_id
                 )
@@ -316,7 +298,7 @@ def test_verifying_7000_emails_takes_a_handful_of_requests(
                     "emails", activity_id, {"activityid": activity_id, "messageid": messageid}
                 )
         before = server.stats().get("api_requests", 0)
-        with make_client(server, monkeypatch) as client:
+        with standin_client(server, monkeypatch) as client:
             chain = verify_session(store, session_id, client)
         requests = server.stats().get("api_requests", 0) - before
         throttled = sum(v for k, v in server.stats().items() if k.startswith("throttled"))

@@ -12,27 +12,10 @@ import pytest
 
 from pstlib.analytics import estimate as est
 from pstlib.analytics import operations as ops
-from pstlib.config import DataverseSettings
-from pstlib.dataverse import ClientCredentialsTokenProvider, DataverseClient
-from pstlib.dataverse.throttle import RetryPolicy
 from pstlib.importer.run import ImportOptions, import_mail
 from pstlib.standin import StandinConfig, StandinServer
 from pstlib.store import Store, load
-
-SECRET_ENV = "PSTLIB_TEST_ANALYTICS_SECRET"
-FAST = RetryPolicy(base_backoff_s=0.01, max_backoff_s=0.05)
-
-
-def make_client(server: StandinServer, monkeypatch: pytest.MonkeyPatch) -> DataverseClient:
-    monkeypatch.setenv(SECRET_ENV, "standin-secret")
-    settings = DataverseSettings(
-        url=server.url,
-        tenant_id="standin-tenant",
-        client_id="standin-client",
-        secret_env=SECRET_ENV,
-    )
-    tokens = ClientCredentialsTokenProvider.for_settings(settings, server.token_url)
-    return DataverseClient(settings, token_provider=tokens, policy=FAST, timeout_s=5.0)
+from tests.standin_client import standin_client
 
 
 def repeat_subset(source: Path, target: Path, count: int) -> Path:
@@ -74,7 +57,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, 
     )
     with Store.open(root / "store.sqlite") as store, StandinServer(config) as server:
         options = ImportOptions(mailbox_owner=owner, batch_messages=40)
-        with make_client(server, monkeypatch) as client:
+        with standin_client(server, monkeypatch, timeout_s=5.0) as client:
             once = import_mail(paths, store, options, client=client)
             twice = import_mail(paths, store, options, client=client)
             assessed = import_mail(
