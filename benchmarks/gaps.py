@@ -186,6 +186,18 @@ def _flank_days(first: np.ndarray, last: np.ndarray, n_days: int) -> tuple[np.nd
     return day[inside], gap[inside]
 
 
+def _observed_span(mailbox: Mailbox, start: pd.Timestamp) -> pd.DataFrame:
+    """``first``, ``last``: calendar day (from ``start``) of each contact's first and last message
+    kept in the mailbox (UTC dates, as the detector is run), by contact address."""
+    messages = mailbox.messages
+    day = (
+        messages["sent_at_utc"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize() - start
+    ).dt.days
+    return day.groupby(messages["contact_address"]).agg(["min", "max"]).set_axis(
+        ["first", "last"], axis=1
+    )
+
+
 def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
     """Each planted gap with ``silence_factor``, ``threshold`` and ``detectable``.
 
@@ -203,7 +215,12 @@ def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
     mail the truth's rates expect in the ``FLANK_DAYS`` either side: a level learnt from a few
     bursts of mail is uncertain, and so is the silence it predicts). A partial loss below half is
     never detectable: it cannot be told from a change of the contact's level (the detector reports
-    a gap only where at most half the expected mail came through). The same test gives each gap
+    a gap only where at most half the expected mail came through). The flanks count only inside
+    the contact's *observed* timeline (its first to last message kept in the mailbox): before its
+    first message nothing shows that the contact was writing at all, so those days tell nothing
+    of the level, and a gap with less than one message expected on either flank inside that
+    timeline sits at its edge, where no method can tell lost mail from a contact who had not
+    yet begun (or had stopped) writing: it is not detectable. The same test gives each gap
     ``floor_business_days``: at its own rate, the shortest full gap that would pass.
     """
     truth = mailbox.truth.gaps
@@ -253,6 +270,17 @@ def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
                         + np.where(flank_kind == "received_only", 0.0,
                                    exp_out[flank_who, flank_day]))
     flank_mu = np.where((flank_kind != "archive") & in_archive[flank_day], 0.0, flank_mu)
+    # only the flank days inside the contact's observed timeline (first..last message kept)
+    seen = _observed_span(mailbox, start)
+    seen_first = seen["first"].reindex(contact).fillna(0).to_numpy().astype(np.int64)
+    seen_last = seen["last"].reindex(contact).fillna(mailbox.calendar.days).to_numpy()
+    inside_seen = (flank_day >= seen_first[flank_gap]) & (flank_day <= seen_last[flank_gap])
+    flank_mu = np.where(inside_seen, flank_mu, 0.0)
+    before = flank_day < first[flank_gap]
+    edge = np.minimum(
+        np.bincount(flank_gap, weights=flank_mu * before, minlength=len(truth)),
+        np.bincount(flank_gap, weights=flank_mu * ~before, minlength=len(truth)),
+    ) < 1.0
     flank_k = np.maximum(phi[flank_gap], 1e-6)
     evidence = np.bincount(flank_gap, weights=-np.expm1(-np.log1p(flank_k * flank_mu) / flank_k),
                            minlength=len(truth))
@@ -282,6 +310,7 @@ def detectable_gaps(mailbox: Mailbox, floors: pd.DataFrame) -> pd.DataFrame:
         & (truth["loss_fraction"].to_numpy() >= 0.5)
         & np.isfinite(phi)
         & (tail <= threshold)
+        & ~edge
     )
     return pd.DataFrame({"silence_dispersion": phi, "threshold": threshold,
                          "floor_business_days": floor, "detectable": detectable})

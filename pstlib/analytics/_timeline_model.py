@@ -42,6 +42,7 @@ from scipy import stats  # type: ignore[import-untyped]
 from pstlib.analytics._calendar import day_table, local_dates
 
 MAILBOX = "*"
+METHODS = ("zero", "sparse")  # the two scans of find_candidates
 FAMILIES = ("all", "incoming", "outgoing", "auto_reply", "folder")
 # the largest (contact, stream, folder) key space whose keys build_grid counts on an array of
 # the whole space (16M counts, 128 MB at most); a larger one is hashed
@@ -788,7 +789,11 @@ def find_candidates(
             "stream": np.concatenate([zero_rows, sparse_rows]),
             "first_day": np.concatenate([zero_first, sparse_first]),
             "last_day": np.concatenate([zero_last, sparse_last]),
-            "method": ["zero"] * len(zero_rows) + ["sparse"] * len(sparse_rows),
+            # a million short silences: codes into the two names, not a million strings
+            "method": pd.Categorical.from_codes(
+                np.repeat(np.array([0, 1], dtype=np.int8), [len(zero_rows), len(sparse_rows)]),
+                categories=pd.Index(METHODS),
+            ),
         }
     )
     s = cand["stream"].to_numpy()

@@ -351,7 +351,15 @@ def _analyse(
             )
         )
         vacation_days = grid.days["is_vacation"].to_numpy()
-        runs = runs[~_overlaps_days(runs, vacation_days) | ~runs["significant"]]
+        on_vacation = _overlaps_days(runs, vacation_days) & runs["significant"].to_numpy()
+        # a significant run that overlaps a vacation is the vacation's silence, no gap; but the
+        # days it reaches beyond the vacation may be a loss of their own (a sent-only gap
+        # around a vacation): they stay out of the next fit's level, so that the loss does not
+        # drag the level down around itself and hide
+        beyond = cells_of(runs[on_vacation], grid.span.shape) & ~vacation_days[None, :]
+        runs = runs[~on_vacation]
+    else:
+        beyond = np.zeros_like(grid.span)
     # A long gap drags the rolling level down around itself and so hides; refit first without
     # every suspicious run (probability within the square root of the threshold: generous, so
     # the level sees no gap), then once more without only the gaps that pass, so that chance
@@ -361,6 +369,7 @@ def _analyse(
     halved = (runs["observed_messages"] <= 0.5 * runs["expected_test"]).to_numpy()
     exclude = (
         cells_of(runs[suspicious & halved | runs["significant"].to_numpy()], grid.span.shape)
+        | beyond
         | _mailbox_silence(grid, runs)[None, :]
     )
     fit, runs = one_pass(exclude, fit)

@@ -562,3 +562,47 @@ def test_a_mailbox_without_dated_mail_gives_empty_frames_of_the_same_columns() -
         full, empty = analysis(events), analysis(undated)
         assert empty.empty and list(empty.columns) == list(full.columns), analysis.__name__
         assert analysis(events.iloc[:0]).empty
+
+
+def _sent_loss_around_a_vacation(rate: float, seed: int) -> pd.DataFrame:
+    """Three contacts; the owner away 3-14 June (auto-replies, nothing sent to anyone); the
+    owner's mail to ``c0`` (``rate`` a weekday each way) lost from 15 April to 2 August."""
+    rng = np.random.default_rng(seed)
+    weekday = DAYS.day_of_week < 5
+    vacation = (DAYS >= "2024-06-03") & (DAYS <= "2024-06-14")
+    lost = (DAYS >= "2024-04-15") & (DAYS <= "2024-08-02")
+    out = np.full(len(DAYS), "outgoing")
+    frames = []
+    for i in range(3):
+        r = rate if i == 0 else 2.0
+        sent = weekday & ~vacation & ~(lost & (i == 0))
+        frames += [
+            _events(f"c{i}@example.com", np.where(weekday, rng.poisson(r, len(DAYS)), 0),
+                    days=DAYS, first_id=10_000 * (3 * i)),
+            _events(f"c{i}@example.com", np.where(sent, rng.poisson(r, len(DAYS)), 0),
+                    days=DAYS, first_id=10_000 * (3 * i + 1), direction=out),
+            _events(f"c{i}@example.com", np.where(weekday & vacation, 1, 0), days=DAYS,
+                    first_id=10_000 * (3 * i + 2), direction=out,
+                    auto=np.full(len(DAYS), "auto-replied")),
+        ]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(r, s) for r in (0.4, 0.6) for s in range(4)])
+def test_a_sent_only_loss_around_a_vacation_is_found(rate: float, seed: int) -> None:
+    # The silence of the sent mail to c0 overlaps the vacation but reaches weeks beyond it. Its
+    # days beyond the vacation must stay out of the fitted level: were the whole run let back
+    # in (as the vacation's own silence), the loss would drag c0's level down around itself
+    # and hide (it did for two of these eight mailboxes).
+    events = _sent_loss_around_a_vacation(rate, seed)
+    gaps = timeline.detect_gaps(events)
+    assert gaps["contact_address"].tolist() == ["c0@example.com"]
+    gap = gaps.iloc[0]
+    assert gap["kind"] == "sent_only"
+    assert pd.Timestamp("2024-04-08") <= gap["start"] <= pd.Timestamp("2024-04-15")
+    assert pd.Timestamp("2024-08-02") <= gap["end"] <= pd.Timestamp("2024-08-09")
+    vacations = timeline.detect_vacations(events)
+    assert (vacations.loc[0, "start"], vacations.loc[0, "end"]) == (
+        pd.Timestamp("2024-06-03"),
+        pd.Timestamp("2024-06-14"),
+    )
