@@ -120,6 +120,61 @@ def test_migration_round_trip_down_and_up(tmp_path: Path) -> None:
             assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
 
 
+def test_upgrade_from_0001_keeps_rows_and_indexes_only_imported_dedupe_keys(
+    tmp_path: Path,
+) -> None:
+    """0002 swaps the index of every dedupe key for a partial one on imported rows' keys."""
+    path = tmp_path / "s.sqlite"
+    with Store.open(path) as store:
+        session_id = store.begin_session("assess", {})
+        source_id = store.add_source(session_id, "/mail/a.pst", "pst", 1, None)
+        with store.writer(session_id) as writer:
+            writer.add_message(source_id, make_message(0), Outcome.READ)
+            writer.add_message(source_id, make_message(1), Outcome.IMPORTED)
+        cfg = alembic_config()
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001_initial_session_store")
+        with store.engine.connect() as conn:
+            indexes = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+            ).scalars()
+            assert "ix_messages_dedupe_key" in set(indexes)
+    with Store.open(path) as store, store.engine.connect() as conn:  # upgraded on opening
+        assert MigrationContext.configure(conn).get_current_heads() == (SCHEMA_REVISION,)
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+        indexes = dict(
+            conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'messages' AND sql IS NOT NULL"
+            ).all()
+        )
+        assert "ix_messages_dedupe_key" not in indexes
+        assert indexes["ix_messages_imported_dedupe_key"].endswith("WHERE outcome = 'imported'")
+        assert len(load_messages(store, session_id)) == 2
+        assert store.known_dedupe_keys() == {make_message(1).dedupe_key}
+        # the partial index holds the imported row only: a scan's rows cost it nothing
+        held = conn.exec_driver_sql(
+            "SELECT count(*) FROM messages INDEXED BY ix_messages_imported_dedupe_key "
+            "WHERE outcome = 'imported'"
+        ).scalar()
+        assert held == 1
+
+
+def test_dedupe_look_ups_read_the_partial_index(store: Store) -> None:
+    """The query of known_dedupe_keys (a bound outcome) is served by the partial index."""
+    from sqlalchemy import select
+
+    table = schema.messages
+    query = select(table.c.dedupe_key).distinct().where(table.c.outcome == Outcome.IMPORTED)
+    with store.engine.connect() as conn:
+        compiled = query.compile(conn)
+        plan = conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())
+        ).all()
+    assert any("ix_messages_imported_dedupe_key" in row[-1] for row in plan), plan
+
+
 def test_store_from_a_newer_pstlib_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     Store.open(path).close()

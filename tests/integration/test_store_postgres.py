@@ -118,3 +118,16 @@ def test_update_outcomes_contacts_and_known_keys(store: Store) -> None:
     assert store.known_dedupe_keys() == {message(1).dedupe_key}
     store.end_session(session_id, "completed", {"ok": True})
     assert store.get_session(session_id)["summary"] == {"ok": True}
+
+
+def test_only_imported_dedupe_keys_are_indexed(store: Store) -> None:
+    """Migration 0002: a partial index on the dedupe keys of imported rows, none on every row's."""
+    with store.engine.connect() as conn:
+        defs = dict(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'messages'")
+            ).all()
+        )
+    assert "ix_messages_dedupe_key" not in defs
+    definition = defs["ix_messages_imported_dedupe_key"]
+    assert "(dedupe_key)" in definition and "WHERE" in definition and "'imported'" in definition

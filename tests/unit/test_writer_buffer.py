@@ -3,8 +3,11 @@ lock-free cached hashes, on tiny inline data."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import pickle
 import sqlite3
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -147,6 +150,37 @@ def test_hashes_are_cached_and_unchanged() -> None:
     assert msg.content_sha256 == hashlib.sha256(key.encode()).hexdigest()
     assert msg.dedupe_key == "sha:" + msg.content_sha256
     assert msg.__dict__["content_sha256"] == msg.content_sha256  # stored once, read back
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython", reason="CPython's inline attribute arrays"
+)
+def test_hashing_a_record_gives_it_no_dict_of_its_own() -> None:
+    """Caching the three hashes makes no container per record: a writer holding 100k records
+    would otherwise pay full garbage collections over all of them (a third of its time)."""
+    records = [_message(i, 2) for i in range(2000)]
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        hashes = [msg.hashes() for msg in records]
+        made = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert made <= len(records)  # the result tuples only (a dict each would double it)
+    del hashes
+    msg = records[7]
+    assert msg.hashes() == (msg.dedupe_key, msg.content_sha256, msg.body_sha256)
+    assert msg.__dict__["dedupe_key"] == msg.dedupe_key  # still what __dict__ readers see
+    copy = pickle.loads(pickle.dumps(msg))  # and they travel with a pickled record
+    assert copy.__dict__["content_sha256"] == msg.content_sha256
+
+
+def test_a_cached_hash_is_computed_once() -> None:
+    msg = _message(3, 1)
+    assert msg.dedupe_key.startswith("sha:")
+    object.__setattr__(msg, "body_sha256", "planted")  # a cached value is never recomputed
+    assert msg.body_sha256 == "planted"
+    assert msg.hashes()[2] == "planted"
 
 
 # -- the plain-values path (what the collector's writer process takes) --------------------------
