@@ -3,22 +3,27 @@
 Why a process. On two cores a writer *thread* cannot overlap the import: building rows, buffering
 them in the :class:`~pstlib.store.writer.MessageWriter` and binding SQL parameters are Python work
 under the same GIL, and cost the import 35-65 % of its time even with the SQL switched off. So the
-import process keeps only what it must. Per message, :meth:`Collector.message` appends one tuple
-of plain values to a deque (:func:`~pstlib.store.writer.message_values`, inlined: the record's
-fields through a C-level ``attrgetter``, sender and recipients as tuples of strings, UTC times as
-their 10-byte pickle state, the hashes the record has cached, else its body). Why plain values
-and not the record: an entry that held the ``Message`` would keep its address, recipient and dict
-objects alive until shipped, and those survivors drive the garbage collector into full
-collections of the whole heap (measured: 0.5 s of a 20k-message import); and every plain value is
-one :mod:`marshal` writes, at half the cost of pickling. Every ``poll_s`` a helper thread (or the
-import thread itself when ``queue_size`` entries wait) packs what waits as one chunk
-(:func:`pack_entries`) and sends it through a pipe. The writer process (:func:`serve`) owns the
+import process keeps only what it must. Per message, :meth:`Collector.message` builds one tuple
+of plain values (:func:`~pstlib.store.writer.message_values`, inlined: the record's fields through
+a C-level ``attrgetter``, sender and recipients as tuples of strings, UTC times as their 10-byte
+pickle state, the hashes the record has cached, else its body), marshals it at once and appends
+the bytes to a deque. Why plain values and not the record: an entry that held the ``Message``
+would keep its address, recipient and dict objects alive until shipped, and those survivors drive
+the garbage collector into full collections of the whole heap (measured: 0.5 s of a 20k-message
+import); every plain value is one :mod:`marshal` writes, at half the cost of pickling. Why
+marshalled at once: queued tuples are such survivors too (60-90 ms of full collections in a
+20k-message import), bytes are not tracked by the garbage collector at all. Every ``poll_s`` a
+helper thread (or the import thread itself when ``queue_size`` entries wait) joins what waits
+into one chunk (:func:`pack_entries`: the marshalled rows make one marshal list, without being
+looked at one by one) and sends it through a pipe. The writer process (:func:`serve`) owns the
 ``MessageWriter`` and the store connection and hands the rows to
 :meth:`~pstlib.store.writer.MessageWriter.add_message_values` as they came, without rebuilding
-records (which cost it about 6 us per message). Measured alone on the benchmark's mailbox (20k
-messages of ``benchmarks/import.py``): about 4 us per message for the hook and 2 for the chunk
-on the import side, against some 100 us per message for the import itself, and about 22 us per
-message in the writer process, SQLite's inserts included.
+records (which cost it about 6 us per message). It commits as soon as nothing more waits on its
+pipe (else at least every ``flush_every_s``), so that the importer's wait at the end of a session
+is the last chunk's work. Measured alone on the benchmark's mailbox (20k messages of
+``benchmarks/import.py``): about 3 us per message for the hook (1 of it marshal) and 0.1 for the
+chunk on the import side, against some 110-120 us per message for the import itself, and about
+16-18 us per message in the writer process (SQLite's inserts and commits about 9 of them).
 
 Why a fresh interpreter (``subprocess``, the pipes passed as file descriptors) rather than
 ``multiprocessing.Process``: spawn would re-run the caller's ``__main__`` (pytest, the CLI) in the
@@ -35,8 +40,9 @@ platform without POSIX pipes, gets the same writer loop in a thread.
 Guarantees, as with the thread it replaces: order is kept (rows, outcome updates, errors, source
 ends and flushes are applied in the order the import made them); the writer commits at least every
 ``flush_every_s`` (a ``kill -9`` loses at most that much plus what was not yet shipped, at most
-``poll_s``, by default half of ``flush_every_s``; a resume redoes it); :meth:`Collector.flush`
-and :meth:`Collector.close` return once everything before them is committed. A store error in
+``poll_s``, by default 0.1 s or half of ``flush_every_s`` if less; a resume redoes it);
+:meth:`Collector.flush` and :meth:`Collector.close` return once everything before them is
+committed. A store error in
 the writer is never swallowed: it is raised in the import thread at its next call.
 ``Collector(..., enabled=False)`` records nothing (the overhead benchmark's baseline).
 
@@ -82,6 +88,7 @@ if TYPE_CHECKING:
     from pstlib.store.writer import MessageWriter
 
 _datetime, _UTC = datetime, UTC
+_dumps = marshal.dumps
 
 log = logging.getLogger(__name__)
 
@@ -98,26 +105,64 @@ _MARSHAL, _PICKLE = b"M", b"P"
 _MARSHAL_VERSION = 2
 
 
-def pack_entries(entries: Sequence[tuple[Any, ...]]) -> bytes:
+def _marshal_list_header(count: int) -> bytes:
+    """The bytes :func:`marshal.dumps` (format 2) writes before the items of a list of ``count``."""
+    return b"[" + count.to_bytes(4, "little")
+
+
+# In format 2 (no back-references) a list is its header then each item as marshal writes it
+# alone: the rows the hook marshalled one by one join into the list the writer loads at once.
+_JOINS = marshal.dumps([(1, "a"), None], 2) == b"".join(
+    (_marshal_list_header(2), marshal.dumps((1, "a"), 2), marshal.dumps(None, 2))
+)
+
+
+def pack_entries(entries: Sequence[tuple[Any, ...] | bytes]) -> bytes:
     """Entries (message rows and operations, in order) as one chunk of bytes.
 
-    The rows are written by :mod:`marshal` (plain values only: see
-    :func:`~pstlib.store.writer.message_values`; pickle if a source ever puts something else in
-    a record), the few operations by :mod:`pickle`. Each operation carries the number of message
-    rows before it in the chunk, so the writer applies it at its place.
+    A message row is its plain values (see :func:`~pstlib.store.writer.message_values`), either
+    as a tuple or already marshalled (``bytes``: what :meth:`Collector.message` queues); the rows
+    travel as one :mod:`marshal` list (pickle if a source ever puts something marshal cannot
+    write in a record), the few operations by :mod:`pickle`. Each operation carries the number
+    of message rows before it in the chunk, so the writer applies it at its place.
     """
-    rows: list[tuple[Any, ...]] = []
+    entries = list(entries)
+    rows: list[Any] = []
     ops: list[tuple[int, tuple[Any, ...]]] = []
-    add_row = rows.append
-    for entry in entries:
+    values = False  # a row given as a tuple
+    # the tuples (operations, rows marshal could not write) found by C-level searches: the
+    # thousands of marshalled rows between them are never looked at one by one
+    classes = list(map(type, entries))
+    done = 0
+    while True:
+        try:
+            at = classes.index(tuple, done)
+        except ValueError:
+            break
+        rows.extend(entries[done:at])
+        entry = entries[at]
         if entry[0].__class__ is str:
-            ops.append((len(rows), entry))
+            ops.append((len(rows), entry))  # type: ignore[arg-type]
         else:
-            add_row(entry)
-    try:
-        kind, data = _MARSHAL, marshal.dumps(rows, _MARSHAL_VERSION)
-    except ValueError:  # a value marshal does not write
-        kind, data = _PICKLE, pickle.dumps(rows, _PROTOCOL)
+            rows.append(entry)
+            values = True
+        done = at + 1
+    rows.extend(entries[done:] if done else entries)
+    kind = _MARSHAL
+    if values:
+        try:
+            rows = [r if r.__class__ is bytes else marshal.dumps(r, _MARSHAL_VERSION) for r in rows]
+        except ValueError:  # a value marshal does not write
+            kind = _PICKLE
+    if kind is _PICKLE:
+        data = pickle.dumps(
+            [marshal.loads(r) if r.__class__ is bytes else r for r in rows], _PROTOCOL
+        )
+    elif _JOINS:
+        rows.insert(0, _marshal_list_header(len(rows)))
+        data = b"".join(rows)
+    else:  # a marshal whose lists are not their items joined: the slow, sure way
+        data = marshal.dumps([marshal.loads(r) for r in rows], _MARSHAL_VERSION)
     return b"".join((kind, len(data).to_bytes(8, "little"), data, pickle.dumps(ops, _PROTOCOL)))
 
 
@@ -294,12 +339,18 @@ def serve(
                         return True
                 if done < len(rows):
                     writer.add_message_values(rows[done:] if done else rows)
+                caught_up = not inbox.poll(0)
+            else:
+                caught_up = True
             now = time.monotonic()
             if sampler is not None and sample_every_s and now >= next_sample:
                 for name, value in sampler.sample():
                     writer.add_metric(name, value)
                 next_sample = now + sample_every_s
-            if now >= deadline:
+            # Commit as soon as nothing more waits (the import's final wait for its last rows is
+            # then one chunk's work, not up to flush_every_s of buffered rows), else at the
+            # deadline: a writer that falls behind commits less often, in bigger transactions.
+            if now >= deadline or (caught_up and writer.pending_rows):
                 writer.flush()
                 deadline = time.monotonic() + flush_every_s
     except BaseException as err:  # handed to the import thread, never swallowed
@@ -460,6 +511,16 @@ def _give_back(process: _WriterProcess) -> None:
         _IDLE.setdefault((os.getpid(), threading.get_ident()), []).append(process)
 
 
+def end_idle_writers() -> int:
+    """End this thread's idle writer processes (the next session starts a fresh one, paying the
+    interpreter's start again); return how many ended. For measuring a first session."""
+    with _IDLE_LOCK:
+        idle = _IDLE.pop((os.getpid(), threading.get_ident()), [])
+    for process in idle:
+        process.end()
+    return len(idle)
+
+
 def _needs_thread(store: Store) -> bool:
     """The writer runs as a thread: a store another process cannot open (SQLite in memory), or
     no POSIX pipes to hand to a child (Windows)."""
@@ -533,10 +594,12 @@ class Collector:
         self.enabled = enabled
         self.flush_every_s = flush_every_s
         self.batch_rows = batch_rows
-        # shipping every half flush interval keeps a commit at most 1.5 intervals after a row was
-        # handed over, in chunks big enough that the helper rarely takes the GIL (measured: at
-        # 0.05 s the import used 7 % more CPU than at 0.25 s)
-        self.poll_s = flush_every_s / 2 if poll_s is None else poll_s
+        # Shipping every 0.1 s (at most every half flush interval) keeps the importer's wait for
+        # its last rows at the end of a session to about 0.1 s of the writer's work (its chunk
+        # of about 1,000 rows). The helper's share is a join and a pipe write per chunk, the
+        # rows being marshalled already; with tuples packed here, 0.05 s had cost the import 7 %
+        # more CPU than 0.25 s.
+        self.poll_s = min(flush_every_s / 2, 0.1) if poll_s is None else poll_s
         self.sample_every_s = sample_every_s
         self.probe = probe
         self.probe_labels = dict(probe_labels or {})
@@ -544,7 +607,7 @@ class Collector:
         self.waits = 0  # times the import thread had to wait for the writer
         self.wait_s = 0.0  # seconds it waited
         self._capacity = max(1, queue_size)
-        self._entries: deque[tuple[Any, ...]] = deque()
+        self._entries: deque[tuple[Any, ...] | bytes] = deque()
         self._send_lock = threading.Lock()
         # until start(), the hooks raise this (the hot path checks one attribute, not two)
         self._error: BaseException | None = StoreError("the collector is not started")
@@ -744,29 +807,35 @@ class Collector:
                 if received.__class__ is _datetime and received.tzinfo is _UTC
                 else received.isoformat()
             )
-        entries = self._entries
-        entries.append(
-            (
-                source_id,
-                outcome._value_,
-                detail,
-                direction,
-                duplicate_of,
-                activity_id,
-                dataverse_id,
-                _message_fields(msg),
-                msg.folder_role._value_,
-                sent,
-                received,
-                None if sender is None else _sender_parts(sender),
-                tuple(map(_recipient_parts, msg.recipients)),
-                tuple(map(_attachment_size, attachments)) if attachments else (),
-                state.get("dedupe_key"),
-                state.get("content_sha256"),
-                body_sha256,
-                msg.body if body_sha256 is None else None,
-            )
+        row: tuple[Any, ...] = (
+            source_id,
+            outcome._value_,
+            detail,
+            direction,
+            duplicate_of,
+            activity_id,
+            dataverse_id,
+            _message_fields(msg),
+            msg.folder_role._value_,
+            sent,
+            received,
+            None if sender is None else _sender_parts(sender),
+            tuple(map(_recipient_parts, msg.recipients)),
+            tuple(map(_attachment_size, attachments)) if attachments else (),
+            state.get("dedupe_key"),
+            state.get("content_sha256"),
+            body_sha256,
+            msg.body if body_sha256 is None else None,
         )
+        # marshalled now, while its tuples are young: queued as bytes, which the garbage
+        # collector does not track (queued tuples survived into older generations and set off
+        # full collections of the whole heap: 60-90 ms of a 20k-message import)
+        try:
+            entry: tuple[Any, ...] | bytes = _dumps(row, _MARSHAL_VERSION)
+        except ValueError:  # a value marshal does not write: the chunk is pickled
+            entry = row
+        entries = self._entries
+        entries.append(entry)
         if len(entries) >= self._capacity:
             self._ship_waiting()
 

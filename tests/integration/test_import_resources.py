@@ -10,11 +10,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pstlib.analytics import operations as ops
 from pstlib.errors import StoreError
+from pstlib.importer import run as importer_run
 from pstlib.importer.collector import Collector, wait_for_collectors
 from pstlib.importer.contacts import ContactPolicy, CreateContacts
 from pstlib.importer.run import ImportOptions, import_mail
@@ -38,11 +40,12 @@ def write_mbox(path: Path, count: int) -> Path:
     return path
 
 
-def assess(paths: list[Path], store: Store) -> str:
+def assess(paths: list[Path], store: Store, *, collect: bool = True) -> str:
     options = ImportOptions(
         target="assess",
         mailbox_owner=OWNER,
         contacts=ContactPolicy(create=CreateContacts.EXTERNAL),
+        collect=collect,
     )
     return import_mail(paths, store, options, client=None)
 
@@ -87,6 +90,59 @@ def test_an_import_records_its_resources_and_stage_timings(tmp_path: Path) -> No
     wall = (sessions["ended_at_utc"] - sessions["started_at_utc"]).dt.total_seconds().iloc[0]
     assert 0 < where["total_s"] <= wall + 0.5
     assert where["bottleneck"] in ops.BOTTLENECK_STAGES
+
+
+def test_each_message_is_recorded_with_its_direction(tmp_path: Path) -> None:
+    # write_mbox: odd messages come from a correspondent to the owner, even ones from the owner
+    mbox = write_mbox(tmp_path / "a.mbox", 40)
+    with Store.open(tmp_path / "store.sqlite") as store:
+        messages = load.load_messages(store, assess([mbox], store))
+    direction = messages.set_index("item_id")["direction"].astype(str)
+    expected = {str(n): "incoming" if n % 2 else "outgoing" for n in range(40)}
+    assert len(direction) == 40 and direction.to_dict() == expected
+
+
+def test_a_run_with_collection_off_does_no_collection_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The overhead benchmark's baseline: no rows, no metrics, and no per-message clock reads for
+    # stage timings nobody records (a clock read costs ~0.2 us on these machines, five a message)
+    mbox = write_mbox(tmp_path / "a.mbox", 300)
+    reads = {"on": 0, "off": 0}
+    mode = "off"
+
+    def counting() -> float:
+        reads[mode] += 1
+        return time.perf_counter()
+
+    clock = SimpleNamespace(
+        perf_counter=counting, monotonic=time.monotonic, time=time.time, time_ns=time.time_ns
+    )
+    monkeypatch.setattr(importer_run, "time", clock)
+    with Store.open(tmp_path / "store.sqlite") as store:
+        off = assess([mbox], store, collect=False)
+        mode = "on"
+        on = assess([mbox], store, collect=True)
+        assert load.load_messages(store, off).empty and load.load_metrics(store, off).empty
+        assert len(load.load_messages(store, on)) == 300  # duplicates of nothing: collect off
+        stages = load.load_metrics(store, on)
+    assert reads["off"] < 10 <= 300 * 4 <= reads["on"]
+    assert (stages.loc[stages["name"].astype(str) == "stage_s", "value"] > 0).any()
+
+
+def test_a_caught_up_writer_commits_without_waiting_for_its_deadline(tmp_path: Path) -> None:
+    # The importer's final wait for its last rows is then one chunk's work, not up to
+    # flush_every_s of buffered rows: rows handed over are committed as soon as the writer has
+    # nothing more waiting, long before the 60-second deadline
+    with Store.open(tmp_path / "store.sqlite") as store:
+        session_id, source_id = new_session(store)
+        with Collector(store, session_id, flush_every_s=60.0, poll_s=0.02) as collector:
+            for n in range(50):
+                collector.message(source_id, message(n), Outcome.READ, direction="incoming")
+            deadline = time.monotonic() + 20.0
+            while len(load.load_messages(store, session_id)) < 50:
+                assert time.monotonic() < deadline, "not committed before the deadline"
+                time.sleep(0.05)
 
 
 def message(n: int) -> Message:
