@@ -13,7 +13,8 @@ own:
 
 Usage: python benchmarks/analytics.py [--messages 1000000] [--seed 1] [--workdir DIR]
        [--repeat 1] [--no-baseline]
-The last line is JSON with keys total_s, peak_rss_mb, messages (and the per-step seconds).
+The last line is JSON with keys total_s, peak_rss_mb, messages (and the per-step seconds, wall
+and CPU: the CPU seconds hold steady when other work shares the machine).
 """
 
 from __future__ import annotations
@@ -178,17 +179,25 @@ def build_store(workdir: Path, messages: int, seed: int) -> tuple[Path, dict[str
 
 
 class Steps:
-    """Times steps and prints one line each: seconds and the peak RSS so far."""
+    """Times steps and prints one line each: seconds, CPU seconds (this process, all its threads:
+    steady when other work shares the machine, where wall-clock seconds are not) and the peak RSS
+    so far."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     def run(self, name: str, work: Callable[[], Any]) -> Any:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         result = work()
         elapsed = time.perf_counter() - began
         self.seconds[name] = elapsed
-        print(f"{name:24}{elapsed:8.2f} s   peak RSS {peak_rss_mb():8.0f} MB", flush=True)
+        self.cpu_seconds[name] = time.process_time() - cpu
+        print(
+            f"{name:24}{elapsed:8.2f} s  cpu {self.cpu_seconds[name]:6.2f} s"
+            f"   peak RSS {peak_rss_mb():8.0f} MB",
+            flush=True,
+        )
         return result
 
 
@@ -245,6 +254,7 @@ def _pipeline(store_path: str, info: dict[str, Any], queue: Any) -> None:
     queue.put(
         {
             "steps": steps.seconds,
+            "steps_cpu": steps.cpu_seconds,
             "total_s": total,
             "peak_rss_mb": peak_rss_mb(),
             "messages": len(messages),
@@ -321,20 +331,27 @@ def main() -> None:
         name: round(statistics.median(r["steps"][name] for r in runs), 3)
         for name in runs[0]["steps"]
     }
+    steps_cpu = {
+        name: round(statistics.median(r["steps_cpu"][name] for r in runs), 3)
+        for name in runs[0]["steps_cpu"]
+    }
     total = statistics.median(r["total_s"] for r in runs)
+    total_cpu = statistics.median(sum(r["steps_cpu"].values()) for r in runs)
     peak = max(r["peak_rss_mb"] for r in runs)
     if args.repeat > 1:
         print(f"-- medians of {args.repeat} runs")
         for name, seconds in steps.items():
-            print(f"{name:24}{seconds:8.2f} s")
-    print(f"{'total':24}{total:8.2f} s   peak RSS {peak:8.0f} MB")
+            print(f"{name:24}{seconds:8.2f} s  cpu {steps_cpu[name]:6.2f} s")
+    print(f"{'total':24}{total:8.2f} s  cpu {total_cpu:6.2f} s   peak RSS {peak:8.0f} MB")
     print(
         json.dumps(
             {
                 "total_s": round(total, 2),
                 "peak_rss_mb": round(peak),
                 "messages": runs[0]["messages"],
+                "total_cpu_s": round(total_cpu, 2),
                 "steps_s": steps,
+                "steps_cpu_s": steps_cpu,
                 "graph_nodes": runs[0]["nodes"],
                 "graph_edges": runs[0]["edges"],
             }

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats  # type: ignore[import-untyped]
 
 from pstlib.analytics.imports import require_columns
 from pstlib.analytics.threading import (
     address_codes,
-    distinct_value_flags,
     flag_automated_messages,
     most_frequent,
     reply_pairs,
+    text_array,
     thread_messages,
 )
 from pstlib.models import SENDER_CLASSES
@@ -234,10 +236,12 @@ def _sender_features(
     first_at, last_at = _per_sender_times(mc, when[mail], size)
     # transactional subjects among the threads a sender starts with personal (non-bulk) mail
     starter = mail & root & ~flags["is_bulk"].to_numpy(bool)
-    subjects = messages["subject"].reset_index(drop=True)[starter]
-    (transactional,) = distinct_value_flags(
-        subjects, lambda s: s.str.contains(TRANSACTION_SUBJECT, regex=True)
-    )
+    # (RE2 straight over the subjects, as pandas' str.contains runs it on the Arrow-backed text:
+    # subjects repeat too little for matching each distinct one once to pay for the hashing)
+    subjects = text_array(messages["subject"]).filter(pa.array(starter))
+    transactional = pc.fill_null(
+        pc.match_substring_regex(subjects, TRANSACTION_SUBJECT), False
+    ).to_numpy(zero_copy_only=False)
     started = np.bincount(code[starter], minlength=size)
     transactional_share = np.bincount(
         code[starter], weights=transactional.astype(np.float64), minlength=size

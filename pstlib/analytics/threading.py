@@ -144,11 +144,11 @@ def _codes(array: pa.Array | pa.ChunkedArray) -> tuple[I64, pa.Array]:
     """Dictionary codes (-1 for null, in order of first appearance) and the distinct values."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    present = array.is_valid()
-    encoded = array.filter(present).dictionary_encode()  # nulls left out of the hashing
-    codes = np.full(len(array), -1, dtype=np.int64)
-    codes[present.to_numpy(zero_copy_only=False)] = encoded.indices.to_numpy()
-    return codes, encoded.dictionary
+    encoded = array.dictionary_encode()  # nulls stay null (masked), out of the dictionary
+    indices = encoded.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    return indices.to_numpy().astype(np.int64), encoded.dictionary
 
 
 def _lookup(table: npt.NDArray[Any], codes: I64, missing: Any) -> npt.NDArray[Any]:
@@ -421,8 +421,10 @@ def thread_messages(messages: pd.DataFrame) -> pd.DataFrame:
     # the first row holding a key owns it; an alias points at its message unless another
     # message has that key as its own
     first_pos = np.full(k, -1, dtype=np.int64)
-    uniq, first = np.unique(c_primary, return_index=True)
-    first_pos[uniq] = first
+    # codes are numbered in order of first appearance and every message has a primary key, so
+    # a row holds its key's first appearance exactly where the running largest code grows
+    first = np.flatnonzero(np.diff(np.maximum.accumulate(c_primary), prepend=-1) > 0)
+    first_pos[c_primary[first]] = first
     node_of = np.arange(k, dtype=np.int64)
     has_alias = np.flatnonzero(c_alias >= 0)
     a_codes, a_first = np.unique(c_alias[has_alias], return_index=True)

@@ -225,15 +225,25 @@ def load_mail(
     and the two frames describe the same state of the session.
     """
     names = _names("messages", columns)
-    state = snapshot.session_state(store, session_id)
-    if state is None or snapshot.snapshot_path(store, "messages", session_id) is None:
+    if snapshot.snapshot_path(store, "messages", session_id) is None:
         return _read(store, "messages", session_id=session_id, columns=names), _read(
             store, "recipients", session_id=session_id
         )
-    return (
-        _read(store, "messages", session_id=session_id, columns=names, state=state),
-        _read(store, "recipients", session_id=session_id, state=state),
+    recipient_names = _names("recipients", None)
+    # the snapshot files are decoded while the store is asked for the session's stamp
+    state, found = snapshot.read_fresh_snapshots(
+        store, session_id, {"messages": names, "recipients": recipient_names}
     )
+    if state is None:  # running (or unknown): rows are still coming
+        return _read(store, "messages", session_id=session_id, columns=names), _read(
+            store, "recipients", session_id=session_id
+        )
+    messages, recipients = found["messages"], found["recipients"]
+    if messages is None:  # stale or missing: from SQL, and the snapshot written again
+        messages = _read(store, "messages", session_id=session_id, columns=names, state=state)
+    if recipients is None:
+        recipients = _read(store, "recipients", session_id=session_id, state=state)
+    return messages, recipients
 
 
 def load_recipients(store: Store, session_id: str | None = None) -> pd.DataFrame:

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "SNAPSHOT_TABLES",
     "drop_snapshot",
+    "read_fresh_snapshots",
     "read_snapshot",
     "refresh_snapshot",
     "session_stamp",
@@ -332,6 +333,83 @@ def read_snapshot(
         frame = frame.assign(**updated)
     result: pd.DataFrame = frame[list(columns)]
     return result
+
+
+def _open(path: Path, columns: Sequence[str]) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The stamp and the ``columns`` of one snapshot file, both from one opening of it (a file
+    replaced meanwhile cannot pair one file's stamp with another's rows); None when unreadable,
+    unstamped or without one of the columns."""
+    try:
+        parquet = pq.ParquetFile(path, pre_buffer=False)
+        raw = (parquet.schema_arrow.metadata or {}).get(STAMP_KEY)
+        saved = json.loads(raw) if raw is not None else None
+        if not isinstance(saved, dict) or any(c not in saved.get("columns", ()) for c in columns):
+            return None
+        return saved, parquet.read(columns=list(columns), use_threads=True).to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as err:
+        log.warning("cannot read the snapshot %s: %s", path, err)
+        return None
+
+
+def read_fresh_snapshots(
+    store: Store, session_id: str, columns: dict[str, Sequence[str]]
+) -> tuple[tuple[dict[str, Any], list[tuple[Any, int]]] | None, dict[str, pd.DataFrame | None]]:
+    """The session's state (:func:`session_state`) and, per table of ``columns`` (table:
+    columns), its rows from the snapshot when that is fresh, else None.
+
+    What :func:`session_state` then :func:`read_snapshot` per table give, in less time: the files
+    are decoded while the store is asked for the session's stamp (Arrow and SQLite both release
+    the GIL), and the rows are served only when the stamp saved in the file read equals the
+    stamp the store shows; the updatable columns, read from SQL, overlap the next file's decoding.
+    A file is read for nothing only when it turns out stale, and then the caller reads SQL, which
+    costs far more anyway.
+    """
+    found: dict[str, pd.DataFrame | None] = dict.fromkeys(columns)
+    key = "message_row_id"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(session_state, store, session_id)
+        state: tuple[dict[str, Any], list[tuple[Any, int]]] | None = None
+        live: dict[str, Future[dict[str, Any] | None]] = {}
+        opened: dict[str, tuple[dict[str, Any], pd.DataFrame] | None] = {}
+        for table, names in columns.items():
+            path = snapshot_path(store, table, session_id)
+            stored = [c for c in names if c not in MUTABLE[table]]
+            fresh = [c for c in names if c in MUTABLE[table]]
+            wanted = list(dict.fromkeys([*stored, key])) if fresh else stored
+            opened[table] = _open(path, wanted) if path is not None and path.is_file() else None
+            if state is None:
+                state = pending.result()
+                if state is None:  # running (or unknown): no snapshot serves it
+                    return None, found
+            loaded = opened[table]
+            stamp, outcomes = state
+            if loaded is None:
+                continue
+            saved = loaded[0]
+            if {**stamp, "table": table, "columns": saved.get("columns")} != saved:
+                opened[table] = None  # stale: the caller reads SQL
+                continue
+            if fresh:
+                ids = loaded[1][key].to_numpy(np.int64)
+                live[table] = pool.submit(
+                    _read_updatable, store, session_id, fresh, ids, stamp, outcomes
+                )
+        if state is None:
+            state = pending.result()
+        for table, names in columns.items():
+            loaded = opened[table]
+            if loaded is None:
+                continue
+            frame = loaded[1]
+            if table == "messages" and state is not None and len(frame) != state[0]["messages"]:
+                continue
+            if table in live:
+                updated = live[table].result()
+                if updated is None:  # the store has a row the snapshot lacks
+                    continue
+                frame = frame.assign(**updated)
+            found[table] = frame[list(names)]
+    return state, found
 
 
 def _rows(store: Store, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -313,3 +313,52 @@ def test_updatable_values_set_on_a_few_rows_are_placed_on_those_rows(
     pd.testing.assert_frame_equal(loaded, read_sql(store, "messages", session_id=session)[columns])
     assert (loaded.loc[3, "outcome"], loaded.loc[3, "outcome_detail"]) == ("failed", "timeout")
     assert (loaded.loc[7, "duplicate_of"], loaded.loc[7, "verified"]) == ("s0/104", True)
+
+
+def test_load_mail_overlapping_the_stamp_check_never_serves_stale_rows(
+    store: Store, session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_mail decodes the files while it asks for the stamp: fresh files are served (no SQL
+    read of the rows), and a file whose stamp no longer matches, or that is damaged, is not."""
+    refresh_snapshot(store, session)
+    sql_reads: list[str] = []
+    real_read_sql = load_module.read_sql
+
+    def spying(store: Store, table: str, **kwargs: object) -> pd.DataFrame:
+        sql_reads.append(table)
+        return real_read_sql(store, table, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(load_module, "read_sql", spying)
+    messages, recipients = load_module.load_mail(store, session)
+    assert sql_reads == []
+    pd.testing.assert_frame_equal(messages, real_read_sql(store, "messages", session_id=session))
+    pd.testing.assert_frame_equal(
+        recipients, real_read_sql(store, "recipients", session_id=session)
+    )
+    # outcomes updated on a few rows: still the files, with the current outcomes from SQL
+    rows = messages["message_row_id"].tolist()
+    with store.writer(session) as writer:
+        writer.update_outcomes([{"message_row_id": rows[3], "outcome": "imported"}])
+    messages, _ = load_module.load_mail(store, session, ["message_row_id", "outcome"])
+    assert sql_reads == [] and messages["outcome"].iloc[3] == "imported"
+    # rows added after a resume: both files are stale, both frames come from SQL
+    store.resume_session(session)
+    _write(store, session, store.add_source(session, "box.pst", "pst", 10, None), range(40, 43))
+    store.end_session(session, SessionStatus.COMPLETED, None)
+    messages, recipients = load_module.load_mail(store, session)
+    assert sorted(sql_reads) == ["messages", "recipients"]
+    assert len(messages) == 43
+    pd.testing.assert_frame_equal(messages, real_read_sql(store, "messages", session_id=session))
+    pd.testing.assert_frame_equal(
+        recipients, real_read_sql(store, "recipients", session_id=session)
+    )
+    # (those loads wrote fresh files) a damaged recipients file: that frame alone from SQL
+    path = snapshot_path(store, "recipients", session)
+    assert path is not None
+    path.write_bytes(b"not parquet")
+    sql_reads.clear()
+    messages, recipients = load_module.load_mail(store, session)
+    assert sql_reads == ["recipients"]
+    pd.testing.assert_frame_equal(
+        recipients, real_read_sql(store, "recipients", session_id=session)
+    )

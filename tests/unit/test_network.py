@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -188,3 +189,113 @@ def test_communities_are_louvain_on_the_messages_both_ways(
     expected = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
     found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
     assert sorted(map(sorted, found)) == sorted(map(sorted, expected))
+
+
+def _random_digraph(seed: int, nodes: int, edges: int) -> nx.DiGraph:
+    """A mailbox-like graph: a few busy addresses, many quiet ones, message-count weights."""
+    rng = np.random.default_rng(seed)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(f"a{i}@x.com" for i in rng.permutation(nodes))
+    busy = rng.zipf(1.6, size=(edges, 2)) % nodes
+    for u, v in busy.tolist():
+        if graph.has_edge(f"a{u}@x.com", f"a{v}@x.com"):
+            graph[f"a{u}@x.com"][f"a{v}@x.com"]["weight"] += 1
+        else:
+            graph.add_edge(f"a{u}@x.com", f"a{v}@x.com", weight=int(rng.integers(1, 20)))
+    return graph
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_communities_equal_networkx_louvain_on_a_large_graph(seed: int) -> None:
+    # many passes, many moves: the per-node sums kept between visits must never go stale
+    graph = _random_digraph(seed, nodes=400, edges=6000)
+    undirected = nx.Graph()
+    undirected.add_nodes_from(graph.nodes)
+    for u, v, w in graph.edges(data="weight"):
+        if undirected.has_edge(u, v):
+            undirected[u][v]["weight"] += w
+        else:
+            undirected.add_edge(u, v, weight=w)
+    expected = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
+    found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
+    assert len(expected) > 1
+    assert sorted(map(sorted, found)) == sorted(map(sorted, expected))
+
+
+def test_relationship_strength_on_a_large_graph_matches_the_edges() -> None:
+    # pairs summed both ways from graph.edges, recomputed here edge by edge
+    graph = _random_digraph(3, nodes=200, edges=3000)
+    for i, (_, _, data) in enumerate(graph.edges(data=True)):
+        data["first_at_utc"] = f"2024-01-{1 + i % 28:02d}T09:30:00Z"
+        data["last_at_utc"] = "" if i % 7 == 0 else f"2024-03-{1 + i % 28:02d}T10:00:00Z"
+    strength = relationship_strength(graph).set_index(["address_a", "address_b"])
+    expected: dict[tuple[str, str], list[Any]] = {}
+    for u, v, data in graph.edges(data=True):
+        a, b = sorted((u, v))
+        pair = expected.setdefault((a, b), [0, 0, set(), set()])
+        pair[0 if u < v else 1] += data["weight"]  # a self-loop counts as b -> a
+        pair[2].add(data["first_at_utc"])
+        pair[3].add(data["last_at_utc"])
+    assert len(strength) == len(expected)
+    for (a, b), (ab, ba, first, last) in expected.items():
+        row = strength.loc[(a, b)]
+        assert (row["messages_a_to_b"], row["messages_b_to_a"]) == (ab, ba)
+        assert row["first_at_utc"] == pd.Timestamp(min(first))
+        stamps = sorted(t for t in last if t)
+        assert (
+            row["last_at_utc"] == pd.Timestamp(stamps[-1])
+            if stamps
+            else pd.isna(row["last_at_utc"])
+        )
+
+
+def _louvain_of(graph: nx.DiGraph, seed: int) -> list[list[str]]:
+    undirected = nx.Graph()
+    undirected.add_nodes_from(graph.nodes)
+    for u, v, w in graph.edges(data="weight"):
+        if undirected.has_edge(u, v):
+            undirected[u][v]["weight"] += w
+        else:
+            undirected.add_edge(u, v, weight=w)
+    return sorted(map(sorted, nx.community.louvain_communities(undirected, seed=seed)))
+
+
+@pytest.mark.parametrize(
+    "undirected",
+    [nx.cycle_graph(30), nx.grid_2d_graph(6, 7), nx.complete_bipartite_graph(5, 6)],
+    ids=["cycle", "grid", "bipartite"],
+)
+@pytest.mark.parametrize("weight", [1, 0.7], ids=["counts", "fractions"])
+def test_communities_settle_tied_gains_as_networkx(undirected: nx.Graph, weight: float) -> None:
+    # equal weights everywhere: many moves tie on the best gain, where networkx keeps the
+    # community it met first (whole-number weights take the sums kept in place, others not)
+    graph = nx.DiGraph()
+    for u, v in undirected.edges():
+        graph.add_edge(f"{u}@x.com", f"{v}@x.com", weight=weight)
+    for seed in range(4):
+        found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
+        assert sorted(map(sorted, found)) == _louvain_of(graph, seed)
+
+
+def test_edge_times_are_written_as_numpy_writes_them() -> None:
+    # Arrow writes the ISO strings: whole seconds floored (before 1970 too), years 1 to 9999
+    from pstlib.analytics.network import _iso_us
+
+    nat, never = np.iinfo(np.int64).min, np.iinfo(np.int64).max  # build_graph's sentinels
+    stamps = np.array(
+        [
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            -1,
+            0,
+            -1_000_001,
+            17_145_558_005,
+            nat,
+            never,
+        ],
+        dtype=np.int64,
+    )
+    seconds = stamps[:-2].astype("datetime64[us]").astype("datetime64[s]")
+    expected = [f"{t}Z" for t in np.datetime_as_string(seconds, unit="s")] + ["", ""]
+    assert _iso_us(stamps) == expected
+    assert expected[:3] == ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z"]
