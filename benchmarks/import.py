@@ -23,10 +23,11 @@ Figures, in one run:
   requests that ended after the first window (whose fresh budget would allow a burst above the
   steady rate), over the time from that window's end to the last acknowledgement; the figure is
   its fraction of that most (target: at least 90 %). Lookups (Message-IDs, contacts) are part
-  of the import and count against it. Printed beside it: what an operation really cost (the
-  stand-in charges its measured execution time, which is the configured time plus its own
-  processing, as Dataverse charges what a request really took) and the fraction of the most the
-  limits allow at that cost, which is the share of the budget the client used.
+  of the import and count against it. Printed beside it: what an operation cost as the client
+  measured it (the stand-in charges what a request really took, as Dataverse does: its
+  operations' configured time, its own processing included; the client sees that plus the
+  round trip) and the fraction of the most the limits allow at that cost, which is the share of
+  the budget the client used.
 * (c) assess messages/s: the collection-on runs of (a).
 
 Usage: python benchmarks/import.py [--messages 20000] [--repeats 5] [--dv-messages 6000]

@@ -17,7 +17,6 @@ import functools
 import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -322,33 +321,22 @@ class Service:
         *,
         max_upload_bytes: int,
         blocked_extensions: frozenset[str],
-        operation_delay_s: float = 0.0,
     ) -> None:
         self.db = db
         self.base_url = base_url
         self.max_upload_bytes = max_upload_bytes
         self.blocked_extensions = frozenset(ext.lower().lstrip(".") for ext in blocked_extensions)
-        self.operation_delay_s = operation_delay_s
         self._version = 1000
         self._version_lock = threading.Lock()
 
     # -- dispatch -------------------------------------------------------------------------------
     def handle(self, request: Request) -> Created:
-        """Run one operation; errors come back as their documented replies.
-
-        An operation takes ``operation_delay_s`` of server time in all, its own processing
-        included (more only when the processing alone takes longer): the fixed execution time per
-        operation that the service protection limits are rehearsed against.
-        """
-        started = time.monotonic()
+        """Run one operation; errors come back as their documented replies. (Its simulated
+        execution time is the server's: :meth:`pstlib.standin.server.StandinServer.handle_api`.)"""
         try:
             return self._route(request)
         except ODataError as error:
             return Created(error.reply())
-        finally:
-            left = self.operation_delay_s - (time.monotonic() - started)
-            if left > 0:
-                time.sleep(left)
 
     def _route(self, request: Request) -> Created:
         segments = request.path.strip("/").split("/")

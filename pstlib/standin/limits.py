@@ -139,6 +139,11 @@ class ServiceProtection:
             state.executions.append((self._clock(), execution_s))
             state.execution_total += execution_s
 
+    def execution_total(self, user: str) -> float:
+        """Real seconds of execution charged to ``user`` since the server started."""
+        with self._lock:
+            return self._users.setdefault(user, _User()).execution_total
+
     def remaining_requests(self, user: str) -> int:
         """``x-ms-ratelimit-burst-remaining-xrm-requests`` for ``user``."""
         with self._lock:

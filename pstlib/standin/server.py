@@ -56,7 +56,9 @@ class StandinConfig:
     max_execution_s: float = 1200.0
     max_concurrent: int = 52
     time_scale: float = 1.0
-    operation_time_s: float = 0.0  # simulated server execution time of each operation
+    # simulated server execution time of each operation: a request takes the sum over its
+    # operations, its own processing included (more only when that alone takes longer)
+    operation_time_s: float = 0.0
     # $batch
     max_batch_requests: int = 1000
     batch_requires_crlf: bool = True
@@ -138,7 +140,6 @@ class StandinServer:
             self.url,
             max_upload_bytes=self.config.max_upload_bytes,
             blocked_extensions=self.config.blocked_extensions,
-            operation_delay_s=self.config.operation_time_s * self.config.time_scale,
         )
         self._runner = batch.BatchRunner(self._service, self.db)
         self._httpd = httpd
@@ -386,9 +387,19 @@ class StandinServer:
             self._count(f"throttled_{throttled.code}")
             return _throttled_reply(throttled)
         started = time.monotonic()
+        operations = 0
         try:
-            reply = self._execute(method, path, query, {**headers, "x-standin-user": user}, body)
+            reply, operations = self._execute(
+                method, path, query, {**headers, "x-standin-user": user}, body
+            )
         finally:
+            # A request takes the configured execution time of each operation it ran, its own
+            # processing (parsing, the operations, the answer) included, more only when that
+            # processing alone takes longer; one sleep per request, so that a $batch of N
+            # operations takes N times the configured time, not N sleeps each ending a little late.
+            left = operations * self.operation_s - (time.monotonic() - started)
+            if left > 0:
+                time.sleep(left)
             self.protection.release(user, time.monotonic() - started)
         reply.headers.append(
             (
@@ -398,26 +409,32 @@ class StandinServer:
         )
         return reply
 
+    @property
+    def operation_s(self) -> float:
+        """The execution time of one operation, in real seconds."""
+        return self.config.operation_time_s * self.config.time_scale
+
     def _execute(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-    ) -> Reply:
+    ) -> tuple[Reply, int]:
+        """The request's reply and the number of operations it ran."""
         if path.strip("/") != "$batch":
-            return self.service.handle(Request(method, path, query, headers, body)).reply
+            return self.service.handle(Request(method, path, query, headers, body)).reply, 1
         self._count("batches")
         if method != "POST":
-            return ODataError(405, "0x80060888", "$batch accepts only POST.").reply()
+            return ODataError(405, "0x80060888", "$batch accepts only POST.").reply(), 0
         try:
             items = batch.parse_batch(
                 body, headers.get("content-type", ""), require_crlf=self.config.batch_requires_crlf
             )
         except ODataError as error:
-            return error.reply()
+            return error.reply(), 0
         total = batch.count_requests(items)
         if total > self.config.max_batch_requests:
             return odata.bad_request(
                 f"The number of requests in the batch ({total}) exceeds the limit of "
                 f"{self.config.max_batch_requests}."
-            ).reply()
+            ).reply(), 0
         prefer = {item.strip().lower() for item in headers.get("prefer", "").split(",")}
         continue_on_error = bool(
             prefer
@@ -425,7 +442,8 @@ class StandinServer:
         )
         status, answers = self.runner.run(items, continue_on_error=continue_on_error, outer=headers)
         content_type, payload = batch.render(answers)
-        return Reply(status, [("Content-Type", content_type), ("OData-Version", "4.0")], payload)
+        reply = Reply(status, [("Content-Type", content_type), ("OData-Version", "4.0")], payload)
+        return reply, batch.count_requests(items[: len(answers)])
 
 
 def _throttled_reply(throttled: Throttled) -> Reply:

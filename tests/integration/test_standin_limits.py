@@ -79,6 +79,63 @@ def test_batch_counts_as_one_request_but_all_its_execution_time() -> None:
         )
 
 
+def _contacts_batch(count: int, *, change_set: bool = False) -> tuple[bytes, dict[str, str]]:
+    part = (
+        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        "POST /api/data/v9.2/contacts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        '{"firstname":"a"}\r\n'
+    )
+    if not change_set:
+        body = ("--batch_X\r\n" + part) * count + "--batch_X--\r\n"
+    else:
+        inner = "".join(f"--changeset_Y\r\nContent-ID: {i + 1}\r\n" + part for i in range(count))
+        body = (
+            "--batch_X\r\nContent-Type: multipart/mixed; boundary=changeset_Y\r\n\r\n"
+            + inner
+            + "--changeset_Y--\r\n--batch_X--\r\n"
+        )
+    return body.encode(), {"Content-Type": "multipart/mixed; boundary=batch_X"}
+
+
+@pytest.mark.parametrize("change_set", [False, True])
+def test_a_batch_takes_each_operations_time_in_all_and_is_charged_that(change_set: bool) -> None:
+    # 20 operations of 5 ms each (0.5 Dataverse s at 0.01): 100 ms in all, once, not 20 sleeps
+    # that each end a little late; charged what it took
+    config = StandinConfig(operation_time_s=0.5, time_scale=0.01)
+    body, headers = _contacts_batch(20, change_set=change_set)
+    with StandinServer(config) as server, _client(server) as api:
+        api.get("WhoAmI")  # the connection and the user's state exist before timing
+        before = server.protection.execution_total(server.config.clients[0][0])
+        started = time.monotonic()
+        answer = api.post("$batch", content=body, headers=headers)
+        took = time.monotonic() - started
+        charged = server.protection.execution_total(server.config.clients[0][0]) - before
+        assert answer.status_code == 200 and server.db.count("contacts") == 20
+        assert 0.100 <= charged <= took
+        assert charged < 0.100 + 0.5 * 0.005 * 20  # nowhere near a late end per operation
+
+
+def test_concurrent_change_sets_run_side_by_side() -> None:
+    # two change sets of 10 operations of 50 ms: together in about 0.5 s, not one after the other
+    config = StandinConfig(operation_time_s=5, time_scale=0.01)
+    body, headers = _contacts_batch(10, change_set=True)
+    with StandinServer(config) as server, _client(server) as api:
+        api.get("WhoAmI")
+        answers: list[int] = []
+
+        def send() -> None:
+            answers.append(api.post("$batch", content=body, headers=headers).status_code)
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [200, 200] and server.db.count("contacts") == 20
+        assert time.monotonic() - started < 0.9
+
+
 def test_concurrent_requests_limit() -> None:
     config = StandinConfig(max_concurrent=2, operation_time_s=40, time_scale=0.01)  # 0.4 s each
     with StandinServer(config) as server:

@@ -189,3 +189,22 @@ def test_default_messages_match_the_documentation() -> None:
         "duration of requests and try again later."
     )
     assert concurrent_message(Limits()) == "Number of concurrent requests exceeded the limit of 52."
+
+
+@pytest.mark.parametrize(
+    ("entity_set", "logical_name", "column"),
+    [("emails", "email", "messageid"), ("contacts", "contact", "emailaddress1")],
+)
+def test_the_lookups_pstlib_makes_use_an_index(
+    entity_set: str, logical_name: str, column: str
+) -> None:
+    # a look-up must take its configured execution time, not a scan of every row
+    db = StandinDB()
+    compiler = FilterCompiler(lambda name: True, logical_name)
+    condition = compiler.compile(f"{column} eq 'A@x.org' or {column} eq 'b@x.org'")
+    plan = db._conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT data FROM {entity_set} WHERE {condition}", compiler.params
+    ).fetchall()
+    searches = [row[-1] for row in plan if row[-1].startswith("SEARCH")]
+    assert searches and all("USING INDEX" in step for step in searches)
+    assert not any(row[-1].startswith("SCAN") for row in plan)
