@@ -102,20 +102,23 @@ def test_open_creates_file_and_migrates_to_head(tmp_path: Path) -> None:
         assert MigrationContext.configure(conn).get_current_heads() == (SCHEMA_REVISION,)
 
 
+def _migrate(store: Store, direction: str, revision: str) -> None:
+    """Run Alembic's ``upgrade`` or ``downgrade`` to ``revision`` on the store's database."""
+    cfg = alembic_config()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, direction)(cfg, revision)
+
+
 def test_migration_round_trip_down_and_up(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s.sqlite") as store:
-        cfg = alembic_config()
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
+        _migrate(store, "downgrade", "base")
         with store.engine.connect() as conn:
             tables = conn.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'alembic_version'"
             ).all()
             assert tables == []
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        _migrate(store, "upgrade", "head")
         with store.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
 
@@ -131,10 +134,7 @@ def test_upgrade_from_0001_keeps_rows_and_indexes_only_imported_dedupe_keys(
         with store.writer(session_id) as writer:
             writer.add_message(source_id, make_message(0), Outcome.READ)
             writer.add_message(source_id, make_message(1), Outcome.IMPORTED)
-        cfg = alembic_config()
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0001_initial_session_store")
+        _migrate(store, "downgrade", "0001_initial_session_store")
         with store.engine.connect() as conn:
             indexes = conn.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"

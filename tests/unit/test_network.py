@@ -173,22 +173,27 @@ def test_hub_measures_are_networkx_own(edges: list[tuple[int, int, int]]) -> Non
     assert hubs["betweenness"].to_dict() == pytest.approx(betweenness, abs=1e-12)
 
 
-@settings(max_examples=30, deadline=None)
-@given(edge_lists, st.integers(0, 3))
-def test_communities_are_louvain_on_the_messages_both_ways(
-    edges: list[tuple[int, int, int]], seed: int
-) -> None:
-    graph = _digraph(edges)
-    undirected = nx.Graph()  # built edge by edge, as networkx meets them
+def _louvain_of(graph: nx.DiGraph, seed: int) -> list[list[str]]:
+    """networkx's Louvain communities of the messages both ways (the undirected graph built
+    edge by edge, as networkx meets them), sorted."""
+    undirected = nx.Graph()
     undirected.add_nodes_from(graph.nodes)
     for u, v, w in graph.edges(data="weight"):
         if undirected.has_edge(u, v):
             undirected[u][v]["weight"] += w
         else:
             undirected.add_edge(u, v, weight=w)
-    expected = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
+    return sorted(map(sorted, nx.community.louvain_communities(undirected, seed=seed)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(edge_lists, st.integers(0, 3))
+def test_communities_are_louvain_on_the_messages_both_ways(
+    edges: list[tuple[int, int, int]], seed: int
+) -> None:
+    graph = _digraph(edges)
     found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
-    assert sorted(map(sorted, found)) == sorted(map(sorted, expected))
+    assert sorted(map(sorted, found)) == _louvain_of(graph, seed)
 
 
 def _random_digraph(seed: int, nodes: int, edges: int) -> nx.DiGraph:
@@ -209,17 +214,10 @@ def _random_digraph(seed: int, nodes: int, edges: int) -> nx.DiGraph:
 def test_communities_equal_networkx_louvain_on_a_large_graph(seed: int) -> None:
     # many passes, many moves: the per-node sums kept between visits must never go stale
     graph = _random_digraph(seed, nodes=400, edges=6000)
-    undirected = nx.Graph()
-    undirected.add_nodes_from(graph.nodes)
-    for u, v, w in graph.edges(data="weight"):
-        if undirected.has_edge(u, v):
-            undirected[u][v]["weight"] += w
-        else:
-            undirected.add_edge(u, v, weight=w)
-    expected = nx.community.louvain_communities(undirected, weight="weight", seed=seed)
+    expected = _louvain_of(graph, seed)
     found = find_communities(graph, seed=seed).groupby("community_id")["address"].apply(set)
     assert len(expected) > 1
-    assert sorted(map(sorted, found)) == sorted(map(sorted, expected))
+    assert sorted(map(sorted, found)) == expected
 
 
 def test_relationship_strength_on_a_large_graph_matches_the_edges() -> None:
@@ -247,17 +245,6 @@ def test_relationship_strength_on_a_large_graph_matches_the_edges() -> None:
             if stamps
             else pd.isna(row["last_at_utc"])
         )
-
-
-def _louvain_of(graph: nx.DiGraph, seed: int) -> list[list[str]]:
-    undirected = nx.Graph()
-    undirected.add_nodes_from(graph.nodes)
-    for u, v, w in graph.edges(data="weight"):
-        if undirected.has_edge(u, v):
-            undirected[u][v]["weight"] += w
-        else:
-            undirected.add_edge(u, v, weight=w)
-    return sorted(map(sorted, nx.community.louvain_communities(undirected, seed=seed)))
 
 
 @pytest.mark.parametrize(
