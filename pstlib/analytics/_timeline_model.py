@@ -106,20 +106,24 @@ class StreamGrid:
         """The same counts over a new day table (e.g. with the vacations found marked): the
         lookups cached from the counts and keys carry over."""
         grid = replace(self, days=days)
-        for name in ("index", "counterpart", "silences", "silence_starts"):
+        for name in ("index", "counterpart", "silences", "silence_starts", "family", "tested"):
             if name in self.__dict__:
                 grid.__dict__[name] = self.__dict__[name]
         return grid
 
-    @property
+    @cached_property
     def family(self) -> np.ndarray:
-        return np.asarray(pd.Categorical(self.keys["stream"], categories=FAMILIES).codes)
+        """Each stream's family: its code in :data:`FAMILIES` (computed once per grid, read-only)."""
+        codes = np.array(pd.Categorical(self.keys["stream"], categories=FAMILIES).codes)
+        codes.flags.writeable = False
+        return codes
 
-    @property
+    @cached_property
     def tested(self) -> np.ndarray:
         """Streams scanned for gaps: all but auto-replies (folder streams are modelled only for
         contacts with mail in three folders or more, see :func:`build_grid`)."""
         tested: np.ndarray = self.family != FAMILIES.index("auto_reply")
+        tested.flags.writeable = False
         return tested
 
 
@@ -455,12 +459,14 @@ def fit_streams(
         return out
 
     # per block: its fitted cells, and the mail on them (total and rolling sums), the same in
-    # every sweep: taken once
+    # every sweep: taken once; and the mail by weekday (the weekday profile's numerator)
     fitted_mail: list[tuple[BoolArray, np.ndarray, FloatArray]] = []
+    num = np.zeros((n_streams, 7))
     for block in blocks:
         fit_days = fit_days_of(block)
         ym = np.where(fit_days, y[block], 0)
         fitted_mail.append((fit_days, ym.sum(axis=1), _window_sums(ym, half_window)))
+        num[block] = weekday_sums(ym, weekday)
 
     def level_of(i: int, profile: FloatArray | None) -> FloatArray:
         fit_days, total, rolling = fitted_mail[i]
@@ -476,14 +482,11 @@ def fit_streams(
     # alternate level and weekday profile twice: each is estimated given the other
     profile = np.ones((n_streams, 7)) if previous is None else previous.profile.copy()
     pooled = np.ones((2, 7)) if previous is None else previous.pooled.copy()
-    num = np.zeros((n_streams, 7))
     for sweep in range(2):
         den = np.zeros((n_streams, 7))
         for i, block in enumerate(blocks):
             fit_days = fitted_mail[i][0]
             level = level_of(i, None if sweep == 0 else profile[block])
-            if sweep == 0:
-                num[block] = weekday_sums(np.where(fit_days, y[block], 0), weekday)
             den[block] = weekday_sums(np.where(fit_days, level, 0.0), weekday)
         if not partial:
             pooled[sweep] = num.sum(axis=0) / np.maximum(den.sum(axis=0), 1e-9)
@@ -501,8 +504,11 @@ def fit_streams(
         observed_special, expected_special = np.zeros((n_streams, 3)), np.zeros((n_streams, 3))
         mu = np.empty(y.shape)  # every block fills its rows below
     for i, block in enumerate(blocks):
-        base = level_of(i, profile[block])
-        base *= profile[block][:, weekday]
+        level = level_of(i, profile[block])
+        # level × weekday straight into mu's rows (a view of them, for a block of consecutive
+        # rows: no copy)
+        base = mu[block] if isinstance(block, slice) else np.empty_like(level)
+        np.multiply(level, profile[block][:, weekday], out=base)
         # a vacation's days teach its factor even where a run was excluded (the run is the
         # vacation)
         usable = span[block] & (~exclude[block] | vacation[None, :])
@@ -510,7 +516,8 @@ def fit_streams(
             cells = usable[:, columns]
             observed_special[block, k] = np.where(cells, y[block][:, columns], 0.0).sum(axis=1)
             expected_special[block, k] = np.where(cells, base[:, columns], 0.0).sum(axis=1)
-        mu[block] = base
+        if not isinstance(block, slice):
+            mu[block] = base
     # holiday and vacation factors per stream, shrunk towards the factor of the stream's family
     family = grid.family
     special = np.ones((n_streams, 3))
@@ -629,13 +636,13 @@ def fit_silence_dispersion(
     """
     n_streams = len(mu)
     fitted = cells & (mu > 0)  # a cell without expected mail adds nothing to either side
-    active_days = np.where(cells, active, False).sum(axis=1).astype(float)
-    n_days = fitted.sum(axis=1).astype(float)
+    active_days = np.count_nonzero(cells & active, axis=1).astype(float)
+    per_stream = np.count_nonzero(fitted, axis=1)
+    n_days = per_stream.astype(float)
     share = active_days / np.maximum(n_days, 1.0)
     spread = np.sqrt(n_days * share * (1 - share))  # binomial standard deviation of A
     target = np.maximum(active_days - spread - 0.5, 0.5 * active_days)
     m = mu[fitted]  # row-major: each stream's cells together
-    per_stream = fitted.sum(axis=1)
     nonempty = per_stream > 0
     low, high = np.log(bounds[0]), np.log(bounds[1])
     lo, hi = np.full(n_streams, low), np.full(n_streams, high)
@@ -652,12 +659,14 @@ def fit_silence_dispersion(
         if len(live) == 0:
             break
         starts = np.concatenate([[0], np.cumsum(live_counts)[:-1]])
-        stream_of = np.repeat(np.arange(len(live)), live_counts)
-        # expected minus target days with mail at phi = exp(x), and its slope in x
-        phi_cells = np.exp(x[live])[stream_of]
+        # expected minus target days with mail at phi = exp(x), and its slope in x (in place,
+        # as far as it goes: these are the largest arrays of the fit)
+        phi_cells = np.repeat(np.exp(x[live]), live_counts)
         scaled = phi_cells * live_cells
-        grown = np.log1p(scaled) / phi_cells  # ln(1 + phi·mu) / phi
-        silent = np.exp(-grown)
+        grown = np.log1p(scaled)
+        grown /= phi_cells  # ln(1 + phi·mu) / phi
+        silent = np.negative(grown, out=phi_cells)
+        np.exp(silent, out=silent)
         value = live_counts - np.add.reduceat(silent, starts) - target[live]
         scaled += 1.0
         np.divide(live_cells, scaled, out=scaled)  # mu / (1 + phi·mu)
@@ -784,23 +793,22 @@ def find_candidates(
         np.concatenate([part[i] for part in found]) if found else np.zeros(0, np.int64)
         for i in range(3)
     )
-    cand = pd.DataFrame(
+    stream = np.concatenate([zero_rows, sparse_rows])
+    first_day = np.concatenate([zero_first, sparse_first])
+    last_day = np.concatenate([zero_last, sparse_last])
+    # a million short silences: codes into the two names, not a million strings
+    method = np.repeat(np.array([0, 1], dtype=np.int8), [len(zero_rows), len(sparse_rows)])
+    inner = first_day > grid.keys["first_day"].to_numpy()[stream]
+    inner &= last_day < grid.keys["last_day"].to_numpy()[stream]
+    # the runs kept, taken from the arrays before the table is built (one copy, not two)
+    return pd.DataFrame(
         {
-            "stream": np.concatenate([zero_rows, sparse_rows]),
-            "first_day": np.concatenate([zero_first, sparse_first]),
-            "last_day": np.concatenate([zero_last, sparse_last]),
-            # a million short silences: codes into the two names, not a million strings
-            "method": pd.Categorical.from_codes(
-                np.repeat(np.array([0, 1], dtype=np.int8), [len(zero_rows), len(sparse_rows)]),
-                categories=pd.Index(METHODS),
-            ),
+            "stream": stream[inner],
+            "first_day": first_day[inner],
+            "last_day": last_day[inner],
+            "method": pd.Categorical.from_codes(method[inner], categories=pd.Index(METHODS)),
         }
     )
-    s = cand["stream"].to_numpy()
-    inner = cand["first_day"].to_numpy() > grid.keys["first_day"].to_numpy()[s]
-    inner &= cand["last_day"].to_numpy() < grid.keys["last_day"].to_numpy()[s]
-    kept: pd.DataFrame = cand.loc[inner].reset_index(drop=True)
-    return kept
 
 
 def floor_business_days(
@@ -970,18 +978,32 @@ def evaluate_runs(
         threshold = mailbox_threshold(
             np.concatenate([probability[sparse_enough], others]), places, alpha
         )
-    # one copy of the (large) table: the counts and the verdict together
-    return runs.assign(
-        expected_messages=expected * (left + right) / 2,
-        expected_test=expected_test,
-        observed_messages=observed,
-        probability=probability,
-        probability_anywhere=anywhere,
-        business_days=business_days,
-        **_verdict(
-            fit, s, observed, expected_test, probability, business_days, threshold, max_ratio
-        ),
+    # the counts and the verdict together, the runs' own columns not copied
+    return with_columns(
+        runs,
+        {
+            "expected_messages": expected * (left + right) / 2,
+            "expected_test": expected_test,
+            "observed_messages": observed,
+            "probability": probability,
+            "probability_anywhere": anywhere,
+            "business_days": business_days,
+            **_verdict(
+                fit, s, observed, expected_test, probability, business_days, threshold, max_ratio
+            ),
+        },
     )
+
+
+def with_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray | float]) -> pd.DataFrame:
+    """``frame.assign(**columns)`` without copying: a new frame over the same column arrays (a
+    scalar fills its column), the replaced columns in their places, the new ones after. Assign
+    copies every column of the frame, which for the million candidate runs of a large mailbox
+    costs more than the arithmetic that computed them."""
+    data: dict[str, object] = {c: frame[c].array for c in frame.columns}
+    for c, v in columns.items():
+        data[c] = np.full(len(frame), v) if np.ndim(v) == 0 else v
+    return pd.DataFrame(data, index=frame.index, copy=False)
 
 
 def judge_runs(
@@ -997,8 +1019,9 @@ def judge_runs(
         "business_days",
     )
     s, observed, expected_test, probability, business_days = (runs[c].to_numpy() for c in columns)
-    return runs.assign(
-        **_verdict(
+    return with_columns(
+        runs,
+        _verdict(
             fit,
             s.astype(np.int64),
             observed,
@@ -1007,7 +1030,7 @@ def judge_runs(
             business_days,
             threshold,
             max_ratio,
-        )
+        ),
     )
 
 
@@ -1054,9 +1077,12 @@ def _run_totals(
     grid)."""
     y, mu, span = grid.counts, fit.mu, grid.span
     counterpart = grid.counterpart
+    # the runs of each block of streams together: the sums are written in the order of the
+    # runs' streams, each block's runs a slice of it, and put back in the runs' order at the end
+    # (a scan lists its silent runs by stream, then its sparse ones by stream)
+    in_order = bool(np.all(s[1:] >= s[:-1]))
+    order = np.arange(len(s)) if in_order else np.argsort(s, kind="stable")
     out = np.zeros((12, len(s)))
-    # the runs of each block of streams together (a scan lists them by stream already)
-    order = np.arange(len(s)) if np.all(s[1:] >= s[:-1]) else np.argsort(s, kind="stable")
     held = np.bincount(s, minlength=len(y)) > 0
     # each run's stream's place among the streams summed: all of them (blocks are then views
     # of the grid) or, when under half hold a run, those only (gathered block by block)
@@ -1069,50 +1095,87 @@ def _run_totals(
         chosen = order[edges[i] : edges[i + 1]]
         if len(chosen) == 0:
             continue
+        target = slice(edges[i], edges[i + 1])
         rows: slice | np.ndarray = block if len(summed) == len(y) else summed[block]
         # flat positions in the block's prefix sums of each window's ends: the same for every
         # array summed
         base = (place[s[chosen]] - block.start) * width
-        run_ends = (base + a[chosen], base + b[chosen] + 1)
-        flank_ends = [
-            (base + left_lo[chosen], run_ends[0]),
-            (run_ends[1], base + right_hi[chosen]),
-        ]
+        run = (base + a[chosen], base + b[chosen] + 1)
+        left_flank = (base + left_lo[chosen], run[0])
+        right_flank = (run[1], base + right_hi[chosen])
         block_y, block_mu, block_span = y[rows], mu[rows], span[rows]
         shape = fit.shape(grid.days, rows, block_span)
-        other = np.where(counterpart[rows, None] >= 0, y[np.maximum(counterpart[rows], 0)], 0)
-        weighted = block_mu * (1.0 + fit.silence_dispersion[rows, None] * other)
         block_exclude = exclude[rows]
+        # each array's window sums go to their rows of ``out`` (the order of the docstring)
         if block_exclude.any():
             usable = block_span & ~block_exclude
-            flank_y, flank_active = np.where(usable, block_y, 0), usable & (block_y > 0)
-            flank_shape = np.where(usable, shape, 0.0)
+            _put_window_totals(block_y, [(run, 1)], out, target)
+            _put_window_totals(shape, [(run, 2), (left_flank, 10), (right_flank, 11)], out, target)
+            _put_window_totals(
+                np.where(usable, block_y, 0), [(left_flank, 3), (right_flank, 4)], out, target
+            )
+            _put_window_totals(
+                usable & (block_y > 0), [(left_flank, 5), (right_flank, 6)], out, target
+            )
+            _put_window_totals(
+                np.where(usable, shape, 0.0), [(left_flank, 7), (right_flank, 8)], out, target
+            )
         else:  # every cell of the span is usable, and mail and weight are 0 outside it
-            flank_y, flank_active, flank_shape = block_y, block_y > 0, shape
-        y_sums = _window_totals(block_y, [run_ends, *flank_ends])
-        shape_sums = _window_totals(shape, [run_ends, *flank_ends])
-        sums = [
-            *_window_totals(block_mu, [run_ends]),
-            y_sums[0],
-            shape_sums[0],
-            *(y_sums[1:] if flank_y is block_y else _window_totals(flank_y, flank_ends)),
-            *_window_totals(flank_active, flank_ends),
-            *(shape_sums[1:] if flank_shape is shape else _window_totals(flank_shape, flank_ends)),
-            *_window_totals(weighted, [run_ends]),
-            *shape_sums[1:],
-        ]
-        out[:, chosen] = np.stack(sums)
+            flanks = [(left_flank, 3), (right_flank, 4)]
+            _put_window_totals(block_y, [(run, 1), *flanks], out, target)
+            _put_window_totals(block_y > 0, [(left_flank, 5), (right_flank, 6)], out, target)
+            _put_window_totals(
+                shape,
+                [(run, 2), (left_flank, 7), (right_flank, 8), (left_flank, 10), (right_flank, 11)],
+                out,
+                target,
+            )
+        _put_window_totals(block_mu, [(run, 0)], out, target)
+        # the expected mail weighted by the other direction's: on the streams that have one
+        # only (on the others the weight is 1, and the sums those of mu, bit for bit)
+        partner = counterpart[rows]
+        paired = partner >= 0
+        if paired.all():
+            other = y[partner]
+            weighted = block_mu * (1.0 + fit.silence_dispersion[rows, None] * other)
+            _put_window_totals(weighted, [(run, 9)], out, target)
+            continue
+        out[9, target] = out[0, target]
+        if not paired.any():
+            continue
+        local = place[s[chosen]] - block.start  # each run's row in the block
+        on_paired = np.flatnonzero(paired[local])  # the runs of streams that have a partner
+        if len(on_paired) == 0:
+            continue
+        sub = np.flatnonzero(paired)
+        sub_rows = sub + block.start if isinstance(rows, slice) else rows[sub]
+        weighted = mu[sub_rows] * (1.0 + fit.silence_dispersion[sub_rows, None] * y[partner[sub]])
+        sub_base = ((np.cumsum(paired) - 1)[local[on_paired]]) * width
+        picked = chosen[on_paired]
+        cum, _ = prefix_sums(weighted)
+        flat = cum.reshape(-1)
+        out[9, edges[i] + on_paired] = flat[sub_base + b[picked] + 1] - flat[sub_base + a[picked]]
+    if not in_order:  # back in the runs' order, row by row (no second table of sums)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        for row in out:
+            row[:] = row[rank]
     return out
 
 
-def _window_totals(
-    values: np.ndarray, windows: list[tuple[np.ndarray, np.ndarray]]
-) -> list[FloatArray]:
-    """Sums of ``values`` over each window, given as the flat positions ``lo``, ``hi`` of its
-    ends in the prefix sum (:func:`prefix_sums`) of ``values``: ``cum[lo]`` to ``cum[hi]``."""
-    cum, unit = prefix_sums(values)
+def _put_window_totals(
+    values: np.ndarray,
+    windows: list[tuple[tuple[np.ndarray, np.ndarray], int]],
+    out: FloatArray,
+    target: slice,
+) -> None:
+    """Write the sums of ``values`` over each window into ``out[row, target]``: each window is
+    given as the flat positions ``lo``, ``hi`` of its ends in the prefix sum
+    (:func:`prefix_sums`) of ``values`` (``cum[lo]`` to ``cum[hi]``), with its ``row``."""
+    cum, _ = prefix_sums(values)
     flat = cum.reshape(-1)
-    return [(flat[hi] - flat[lo]) * unit for lo, hi in windows]
+    for (lo, hi), row in windows:
+        np.subtract(flat[hi], flat[lo], out=out[row, target])
 
 
 # Bins of the relative level's distribution, finest in its lower tail (where a silence is

@@ -248,7 +248,7 @@ def coverage_by_contact(events: pd.DataFrame, *, timezone: str = "UTC") -> pd.Da
 class _Analysis:
     grid: StreamGrid
     fit: StreamFit
-    runs: pd.DataFrame  # every candidate run of the last pass, evaluated
+    runs: pd.DataFrame  # the significant runs of the last pass, evaluated (see _scan_order)
     vacations: pd.DataFrame  # declared and inferred
     threshold: float  # the mailbox's probability threshold for a gap (Benjamini-Hochberg)
 
@@ -296,7 +296,7 @@ def _analyse(
 
     def refit(
         exclude: np.ndarray, changed: np.ndarray, previous: StreamFit, runs: pd.DataFrame
-    ) -> tuple[StreamFit, pd.DataFrame]:
+    ) -> tuple[StreamFit, pd.DataFrame, float]:
         # only the streams whose excluded cells changed are fitted and scanned again; the
         # others' runs stand, judged again at the mailbox's new threshold
         fit = fit_streams(grid, exclude, previous=previous, rows=changed)
@@ -323,19 +323,23 @@ def _analyse(
             if len(kept)
             else alpha,
         )
+        # in the order a whole scan gives (see _scan_order), the significant runs only: no
+        # analysis reads the others
         every = pd.concat([kept, fresh], ignore_index=True)
-        # in the order a whole scan gives: silent runs, then sparse ones, each by stream and day
-        order = np.lexsort(
-            (
-                every["first_day"].to_numpy(),
-                every["stream"].to_numpy(),
-                every["method"].ne("zero").to_numpy(),
-            )
+        threshold = (
+            float(every["threshold"].iloc[0]) if len(every) else alpha / fit.effective_days.sum()
         )
-        return fit, every.iloc[order].reset_index(drop=True)
+        return fit, _scan_order(grid, every, every["significant"].to_numpy()), threshold
 
     nothing = np.zeros_like(grid.span)
     fit, runs = one_pass(nothing)
+    # what the first pass tells is in its suspicious runs (probability within the square root of
+    # the threshold: the significant ones among them): vacations, the cells the next fit leaves
+    # out, the archive-wide silences; the million others are dropped here, once
+    probability = runs["probability"].to_numpy()
+    runs = runs[
+        (probability <= np.sqrt(runs["threshold"].to_numpy())) | runs["significant"].to_numpy()
+    ]
     declared = _declared(vacations)
     inferred = infer_vacations(grid, fit, runs) if infer else declared.iloc[:0]
     every = pd.concat([declared, inferred], ignore_index=True)
@@ -378,9 +382,25 @@ def _analyse(
     exclude = (
         cells_of(runs[runs["significant"]], grid.span.shape) | _mailbox_silence(grid, runs)[None, :]
     )
-    fit, runs = refit(exclude, (exclude != last_exclude).any(axis=1), fit, runs)
-    threshold = float(runs["threshold"].iloc[0]) if len(runs) else alpha / fit.effective_days.sum()
+    fit, runs, threshold = refit(exclude, (exclude != last_exclude).any(axis=1), fit, runs)
     return _Analysis(grid=grid, fit=fit, runs=runs, vacations=every, threshold=threshold)
+
+
+def _scan_order(grid: StreamGrid, runs: pd.DataFrame, chosen: np.ndarray) -> pd.DataFrame:
+    """The ``chosen`` runs in the order a whole scan lists them (silent runs, then sparse ones,
+    each by stream and first day), each labelled with its place among all the ``runs`` in that
+    order: what sorting every run and then selecting would give, without moving the million
+    runs that are not chosen (one integer key, nearly sorted already, is sorted instead)."""
+    n_streams, n_days = len(grid.keys), len(grid.days)
+    sparse = runs["method"].ne("zero").to_numpy().astype(np.int64)
+    key = (sparse * n_streams + runs["stream"].to_numpy()) * n_days + runs["first_day"].to_numpy()
+    order = np.argsort(key, kind="stable")
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    rows = np.flatnonzero(chosen)
+    rows = rows[np.argsort(place[rows], kind="stable")]
+    picked: pd.DataFrame = runs.iloc[rows].set_axis(pd.RangeIndex(len(runs))[place[rows]])
+    return picked
 
 
 def _mailbox_silence(grid: StreamGrid, runs: pd.DataFrame) -> np.ndarray:

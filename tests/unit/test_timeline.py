@@ -606,3 +606,31 @@ def test_a_sent_only_loss_around_a_vacation_is_found(rate: float, seed: int) -> 
         pd.Timestamp("2024-06-03"),
         pd.Timestamp("2024-06-14"),
     )
+
+
+def test_the_chosen_runs_come_in_scan_order_labelled_as_in_the_whole_sorted_table() -> None:
+    # the detector keeps only the significant runs of its last pass: they must be the rows (and
+    # the labels) that sorting every run into scan order and then selecting them would give
+    rng = np.random.default_rng(5)
+    n = 400
+    grid = timeline.StreamGrid(
+        keys=pd.DataFrame({"stream": ["all"] * 30}),
+        counts=np.zeros((30, 50), dtype=np.int32),
+        span=np.ones((30, 50), dtype=bool),
+        days=pd.DataFrame({"date": pd.date_range(START, periods=50, freq="D")}),
+    )
+    runs = pd.DataFrame(
+        {
+            "stream": rng.integers(0, 30, n),
+            "first_day": rng.integers(0, 50, n),
+            "method": pd.Categorical.from_codes(
+                rng.integers(0, 2, n), categories=pd.Index(["zero", "sparse"])
+            ),
+            "probability": rng.random(n),
+        }
+    ).drop_duplicates(["stream", "first_day", "method"], ignore_index=True)
+    chosen = rng.random(len(runs)) < 0.2
+    order = np.lexsort((runs["first_day"], runs["stream"], runs["method"].ne("zero").to_numpy()))
+    whole = runs.assign(chosen=chosen).iloc[order].reset_index(drop=True)
+    expected = whole[whole["chosen"]].drop(columns="chosen")
+    pd.testing.assert_frame_equal(timeline._scan_order(grid, runs, chosen), expected)

@@ -388,3 +388,98 @@ def test_a_silence_with_no_timeline_on_one_side_is_no_gap() -> None:
     edge, inner = judged.itertuples(index=False)
     assert inner.significant  # p about 1e-6 against a threshold of about 3e-5
     assert not edge.significant and edge.probability == 1.0
+
+
+def _plain_run_totals(
+    grid: model.StreamGrid,
+    fit: model.StreamFit,
+    exclude: np.ndarray,
+    runs: pd.DataFrame,
+    flank_days: int = 28,
+) -> np.ndarray:
+    """The twelve totals of :func:`model._run_totals`, each run summed on its own days."""
+    n_days = grid.counts.shape[1]
+    out = np.zeros((12, len(runs)))
+    for j, (s, a, b) in enumerate(runs[["stream", "first_day", "last_day"]].to_numpy()):
+        lo, hi = max(a - flank_days, 0), min(b + 1 + flank_days, n_days)
+        y, mu, span = grid.counts[s].astype(float), fit.mu[s], grid.span[s]
+        shape = fit.shape(grid.days, np.array([s]), span[None, :])[0]
+        usable = span & ~exclude[s]
+        partner = grid.counterpart[s]
+        other = grid.counts[partner] if partner >= 0 else np.zeros(n_days)
+        weighted = mu * (1.0 + fit.silence_dispersion[s] * other)
+        run, left, right = slice(a, b + 1), slice(lo, a), slice(b + 1, hi)
+        out[:, j] = [
+            mu[run].sum(),
+            y[run].sum(),
+            shape[run].sum(),
+            (y * usable)[left].sum(),
+            (y * usable)[right].sum(),
+            (usable & (y > 0))[left].sum(),
+            (usable & (y > 0))[right].sum(),
+            (shape * usable)[left].sum(),
+            (shape * usable)[right].sum(),
+            weighted[run].sum(),
+            shape[left].sum(),
+            shape[right].sum(),
+        ]
+    return out
+
+
+@pytest.mark.parametrize("excluded", [False, True])
+@pytest.mark.parametrize("rows_per_block", [None, 1, 2])
+def test_run_totals_are_the_sums_over_each_run_and_its_flanks(
+    excluded: bool, rows_per_block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # blocks of one or two streams hold only streams with a counterpart, only streams without
+    # one, or both: each way of summing the weighted expected mail is taken
+    if rows_per_block is not None:
+        whole = model.row_blocks
+        monkeypatch.setattr(
+            model, "row_blocks", lambda n, columns: whole(n, columns, rows_per_block * columns)
+        )
+    grid = _busy_grid(11)
+    assert (grid.counterpart >= 0).any() and (grid.counterpart < 0).any()
+    rng = np.random.default_rng(3)
+    exclude = np.zeros_like(grid.span)
+    if excluded:
+        exclude[rng.integers(0, len(exclude), 4), 60:75] = True
+    fit = model.fit_streams(grid, exclude)
+    n_runs = 300
+    first = rng.integers(0, grid.counts.shape[1] - 10, n_runs)
+    runs = pd.DataFrame(
+        {
+            "stream": rng.integers(0, len(grid.counts), n_runs),
+            "first_day": first,
+            "last_day": first + rng.integers(0, 10, n_runs),
+        }
+    )
+    expected = _plain_run_totals(grid, fit, exclude, runs)
+    for table in (runs, runs.sort_values(["stream", "first_day"], kind="stable")):
+        s, a, b = (
+            table[c].to_numpy().astype(np.int64) for c in ("stream", "first_day", "last_day")
+        )
+        left_lo, right_hi = np.maximum(a - 28, 0), np.minimum(b + 29, grid.counts.shape[1])
+        got = model._run_totals(grid, fit, exclude, s, a, b, left_lo, right_hi)
+        want = expected[:, table.index.to_numpy()]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_with_columns_is_assign_without_the_copy() -> None:
+    runs = pd.DataFrame(
+        {
+            "stream": np.array([3, 1, 2]),
+            "first_day": np.array([5, 6, 7]),
+            "method": pd.Categorical.from_codes([0, 1, 0], categories=pd.Index(model.METHODS)),
+        },
+        index=[10, 4, 7],
+    )
+    columns: dict[str, np.ndarray | float] = {
+        "first_day": np.array([1, 2, 3]),  # replaced in its place
+        "probability": np.array([0.5, 0.25, 1.0]),
+        "threshold": 0.01,  # a scalar fills its column
+        "significant": np.array([True, False, True]),
+    }
+    got = model.with_columns(runs, columns)
+    pd.testing.assert_frame_equal(got, runs.assign(**columns))
+    assert np.shares_memory(got["stream"].to_numpy(), runs["stream"].to_numpy())
