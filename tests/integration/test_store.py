@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -505,3 +507,21 @@ def test_arbitrary_unicode_round_trips(store: Store, subject: str, name: str, fo
     recipient = load_recipients(store, session_id).iloc[0]
     assert value(recipient["name"]) == (name or None)
     assert store.get_session(session_id)["options"] == {"subject": subject}
+
+
+def test_writing_to_a_current_store_loads_neither_alembic_nor_pandas(tmp_path: Path) -> None:
+    # what only writes (the import's collector process) starts without them: about 1 s of CPU
+    path = tmp_path / "s.sqlite"
+    Store.open(path).close()  # created (and migrated) here
+    code = (
+        "import sys\n"
+        "from pstlib.store import Store\n"
+        f"store = Store.open({str(path)!r})\n"
+        "session_id = store.begin_session('assess', {})\n"
+        "store.close()\n"
+        "print(sorted(m for m in ('alembic', 'pandas', 'pyarrow') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    with Store.open(path) as store:  # and the session is there
+        assert len(store.fetch_all("SELECT session_id FROM sessions", (), "sessions")) == 1
