@@ -460,6 +460,19 @@ def _overlaps_days(runs: pd.DataFrame, days: np.ndarray) -> np.ndarray:
     return hits
 
 
+_DAILY_COLUMNS = (
+    "contact_address",
+    "stream",
+    "date",
+    "observed_messages",
+    "expected_messages",
+    "is_business_day",
+    "is_holiday",
+    "is_quiet",
+    "is_vacation",
+)
+
+
 def expected_daily_volume(
     events: pd.DataFrame,
     *,
@@ -482,19 +495,7 @@ def expected_daily_volume(
     messages are not modelled.
     """
     if _no_dated_mail(events):
-        return _empty(
-            [
-                "contact_address",
-                "stream",
-                "date",
-                "observed_messages",
-                "expected_messages",
-                "is_business_day",
-                "is_holiday",
-                "is_quiet",
-                "is_vacation",
-            ]
-        )
+        return _empty(list(_DAILY_COLUMNS))
     analysis = _analyse(
         events,
         alpha=alpha,
@@ -518,19 +519,7 @@ def expected_daily_volume(
     ).assign(
         observed_messages=grid.counts[rows, days].astype(np.int64),
         expected_messages=fit.mu[rows, days],
-    )[
-        [
-            "contact_address",
-            "stream",
-            "date",
-            "observed_messages",
-            "expected_messages",
-            "is_business_day",
-            "is_holiday",
-            "is_quiet",
-            "is_vacation",
-        ]
-    ]
+    )[list(_DAILY_COLUMNS)]
 
 
 # ------------------------------------------------------------------------------------------- gaps
