@@ -275,6 +275,39 @@ def _stamp_of(path: Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
+_KEY = "message_row_id"  # how the updatable columns read from SQL meet the snapshot's rows
+
+
+def _columns_to_read(table: str, columns: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """``columns`` split into those the file serves and the updatable ones SQL serves, and the
+    file's columns to read (with the row key when updatable ones must be matched to rows)."""
+    stored = [c for c in columns if c not in MUTABLE[table]]
+    fresh = [c for c in columns if c in MUTABLE[table]]
+    return stored, fresh, list(dict.fromkeys([*stored, _KEY])) if fresh else stored
+
+
+def _is_current(saved: dict[str, Any], stamp: dict[str, Any], table: str) -> bool:
+    """Whether a file's saved stamp is the session's current ``stamp``."""
+    return {**stamp, "table": table, "columns": saved.get("columns")} == saved
+
+
+def _served(
+    table: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    stamp: dict[str, Any],
+    updated: dict[str, Any] | None,
+) -> pd.DataFrame | None:
+    """The rows a fresh file gives, with the ``updated`` columns read from SQL (None: the store
+    has a row the file lacks); None when the file's message count is not the store's."""
+    if updated is None or (table == "messages" and len(frame) != stamp["messages"]):
+        return None
+    if updated:
+        frame = frame.assign(**updated)
+    result: pd.DataFrame = frame[list(columns)]
+    return result
+
+
 def read_snapshot(
     store: Store,
     table: str,
@@ -298,14 +331,12 @@ def read_snapshot(
     if saved is None:
         return None
     current = stamp if stamp is not None else session_stamp(store, session_id)
-    if current is None or {**current, "table": table, "columns": saved.get("columns")} != saved:
+    if current is None or not _is_current(saved, current, table):
         return None
-    stored = [c for c in columns if c not in MUTABLE[table]]
-    fresh = [c for c in columns if c in MUTABLE[table]]
+    stored, fresh, wanted = _columns_to_read(table, columns)
     if any(c not in saved["columns"] for c in stored):
         return None
-    key = "message_row_id"
-    wanted = list(dict.fromkeys([*stored, key])) if fresh else stored
+    key = _KEY
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
             # the updatable columns come from SQL while Arrow decodes the file (both release
@@ -323,16 +354,10 @@ def read_snapshot(
             log.warning("cannot read the snapshot %s: %s", path, err)
             return None
         updated = live.result() if live is not None else {}
-    if table == "messages" and len(frame) != current["messages"]:
+    # unequal ids: the file was replaced between the two reads
+    if fresh and not np.array_equal(ids, frame[key].to_numpy(np.int64)):
         return None
-    if fresh:
-        # None: the store has a row the snapshot lacks; unequal ids: the file was replaced
-        # between the two reads
-        if updated is None or not np.array_equal(ids, frame[key].to_numpy(np.int64)):
-            return None
-        frame = frame.assign(**updated)
-    result: pd.DataFrame = frame[list(columns)]
-    return result
+    return _served(table, frame, columns, current, updated)
 
 
 def _open(path: Path, columns: Sequence[str]) -> tuple[dict[str, Any], pd.DataFrame] | None:
@@ -365,7 +390,6 @@ def read_fresh_snapshots(
     costs far more anyway.
     """
     found: dict[str, pd.DataFrame | None] = dict.fromkeys(columns)
-    key = "message_row_id"
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(session_state, store, session_id)
         state: tuple[dict[str, Any], list[tuple[Any, int]]] | None = None
@@ -373,9 +397,7 @@ def read_fresh_snapshots(
         opened: dict[str, tuple[dict[str, Any], pd.DataFrame] | None] = {}
         for table, names in columns.items():
             path = snapshot_path(store, table, session_id)
-            stored = [c for c in names if c not in MUTABLE[table]]
-            fresh = [c for c in names if c in MUTABLE[table]]
-            wanted = list(dict.fromkeys([*stored, key])) if fresh else stored
+            _, fresh, wanted = _columns_to_read(table, names)
             opened[table] = _open(path, wanted) if path is not None and path.is_file() else None
             if state is None:
                 state = pending.result()
@@ -385,12 +407,11 @@ def read_fresh_snapshots(
             stamp, outcomes = state
             if loaded is None:
                 continue
-            saved = loaded[0]
-            if {**stamp, "table": table, "columns": saved.get("columns")} != saved:
+            if not _is_current(loaded[0], stamp, table):
                 opened[table] = None  # stale: the caller reads SQL
                 continue
             if fresh:
-                ids = loaded[1][key].to_numpy(np.int64)
+                ids = loaded[1][_KEY].to_numpy(np.int64)
                 live[table] = pool.submit(
                     _read_updatable, store, session_id, fresh, ids, stamp, outcomes
                 )
@@ -398,17 +419,9 @@ def read_fresh_snapshots(
             state = pending.result()
         for table, names in columns.items():
             loaded = opened[table]
-            if loaded is None:
-                continue
-            frame = loaded[1]
-            if table == "messages" and state is not None and len(frame) != state[0]["messages"]:
-                continue
-            if table in live:
-                updated = live[table].result()
-                if updated is None:  # the store has a row the snapshot lacks
-                    continue
-                frame = frame.assign(**updated)
-            found[table] = frame[list(names)]
+            if loaded is not None and state is not None:
+                updated = live[table].result() if table in live else {}
+                found[table] = _served(table, loaded[1], names, state[0], updated)
     return state, found
 
 
