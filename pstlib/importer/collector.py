@@ -12,10 +12,11 @@ would keep its address, recipient and dict objects alive until shipped, and thos
 the garbage collector into full collections of the whole heap (measured: 0.5 s of a 20k-message
 import); every plain value is one :mod:`marshal` writes, at half the cost of pickling. Why
 marshalled at once: queued tuples are such survivors too (60-90 ms of full collections in a
-20k-message import), bytes are not tracked by the garbage collector at all. Every ``poll_s`` a
-helper thread (or the import thread itself when ``queue_size`` entries wait) joins what waits
-into one chunk (:func:`pack_entries`: the marshalled rows make one marshal list, without being
-looked at one by one) and sends it through a pipe. The writer process (:func:`serve`) owns the
+20k-message import), bytes are not tracked by the garbage collector at all. Once ``chunk_rows``
+entries wait, the import thread joins them into one chunk (:func:`pack_entries`: the marshalled
+rows make one marshal list, without being looked at one by one) and sends it through a pipe wide
+enough to take it in one write (:meth:`Collector._ship_own` says why not a helper thread); a
+helper thread ships what has waited ``poll_s`` when the import is quiet. The writer process (:func:`serve`) owns the
 ``MessageWriter`` and the store connection and hands the rows to
 :meth:`~pstlib.store.writer.MessageWriter.add_message_values` as they came, without rebuilding
 records (which cost it about 6 us per message). It commits as soon as nothing more waits on its
@@ -427,6 +428,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             store.close()
 
 
+PIPE_BYTES = 1 << 20
+"""What the pipe to the writer holds (Linux; the default 64 KiB elsewhere): a chunk of
+``chunk_rows`` rows (about 0.5 KB each) goes down it in one write, without waiting for the writer
+to read, which would hand the interpreter lock back and forth on every 64 KiB."""
+
+
+def _widen_pipe(fd: int) -> None:
+    import fcntl  # POSIX: a writer process has POSIX pipes (else it runs as a thread)
+
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
+        with contextlib.suppress(OSError):  # over the system's pipe-max-size: keep the default
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 class _WriterProcess:
     """One writer process and our ends of its two pipes."""
 
@@ -457,6 +472,7 @@ class _WriterProcess:
         finally:
             os.close(to_writer_r)
             os.close(from_writer_w)
+        _widen_pipe(to_writer_w)
         self.outbox = Connection(to_writer_w, readable=False)
         self.inbox = Connection(from_writer_r, writable=False)
         self.idle_since = time.monotonic()
@@ -580,7 +596,7 @@ class Collector:
         session_id: str,
         *,
         enabled: bool = True,
-        queue_size: int = 20_000,
+        chunk_rows: int = 512,
         flush_every_s: float = 0.5,
         batch_rows: int = 5000,
         poll_s: float | None = None,
@@ -604,9 +620,9 @@ class Collector:
         self.probe = probe
         self.probe_labels = dict(probe_labels or {})
         self.in_process = _needs_thread(store) if in_process is None else in_process
-        self.waits = 0  # times the import thread had to wait for the writer
-        self.wait_s = 0.0  # seconds it waited
-        self._capacity = max(1, queue_size)
+        self.wait_s = 0.0  # seconds the import thread spent shipping (and waiting for the writer)
+        self._capacity = max(1, chunk_rows)
+        self._shipped_at = 0.0  # monotonic time of the last chunk sent
         self._entries: deque[tuple[Any, ...] | bytes] = deque()
         self._send_lock = threading.Lock()
         # until start(), the hooks raise this (the hot path checks one attribute, not two)
@@ -837,7 +853,7 @@ class Collector:
         entries = self._entries
         entries.append(entry)
         if len(entries) >= self._capacity:
-            self._ship_waiting()
+            self._ship_own()
 
     def update(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """New outcomes of recorded messages (by ``source_id`` + ``item_id``, or row id)."""
@@ -910,13 +926,18 @@ class Collector:
             self._raise()
         self._entries.append(entry)
         if len(self._entries) >= self._capacity:
-            self._ship_waiting()
+            self._ship_own()
 
-    def _ship_waiting(self) -> None:
-        """The import thread ships itself (the helper is behind, or the writer is): a wait."""
+    def _ship_own(self) -> None:
+        """The import thread ships a full chunk itself. Shipping from the helper thread instead
+        cost the import a third of its time: every system call of the helper's (its poll, each
+        64 KiB of a chunk's write) handed the interpreter lock back to it only after the import
+        thread's switch interval (5 ms), so chunks left late, in the end seconds' worth at once,
+        and the import waited at its close for the writer to work through them. Here a chunk is
+        one join and, the pipe being wide enough, one write that does not wait for the writer
+        (unless it is a pipe's worth behind: the back-pressure)."""
         began = time.perf_counter()
         self._ship()
-        self.waits += 1
         self.wait_s += time.perf_counter() - began
 
     def _ship(self) -> None:
@@ -935,6 +956,7 @@ class Collector:
             return
         popleft = entries.popleft
         chunk = [popleft() for _ in range(count)]
+        self._shipped_at = time.monotonic()
         try:
             self._outbox.send_bytes(pack_entries(chunk))
         except OSError as err:  # the writer is gone: its own error says why, if it sent one
@@ -973,14 +995,15 @@ class Collector:
                 )
 
     def _help(self) -> None:
-        """Ship what waits every ``poll_s``, read the writer's answers, sample resources."""
+        """Read the writer's answers, sample resources, and ship what has waited ``poll_s``
+        (a quiet import thread's last rows: a busy one ships its own chunks)."""
         next_sample = time.monotonic()
         while not self._closing.is_set():
             self._read_answers(self.poll_s)
             if self._error is not None or self._stopped.is_set():
                 break
             try:
-                if self._entries:
+                if self._entries and time.monotonic() - self._shipped_at >= self.poll_s:
                     self._ship()
                 if self.sample_every_s and time.monotonic() >= next_sample:
                     self._sample()

@@ -107,7 +107,7 @@ class ImportOptions:
     set_regarding: bool = True  # Regarding = the correspondent's contact
     mapping: MappingOptions = field(default_factory=MappingOptions)
     collect: bool = True  # False: record nothing but the session row (overhead baseline)
-    queue_size: int = 20_000
+    chunk_rows: int = 512  # rows the import thread hands the collector's writer at a time
     flush_every_s: float = 0.5
     auto_resume: bool = True
     stale_after_s: float = 300.0
@@ -377,7 +377,7 @@ class _Run:
             store,
             session_id,
             enabled=options.collect,
-            queue_size=options.queue_size,
+            chunk_rows=options.chunk_rows,
             flush_every_s=options.flush_every_s,
             probe=self.stage_seconds,
             # one run of a resumed session counts from zero again: tell its samples apart

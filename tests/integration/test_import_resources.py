@@ -3,6 +3,7 @@ and stages, errors surfacing in the importer, flushes, and a writer that dies wi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ import pytest
 from pstlib.analytics import operations as ops
 from pstlib.errors import StoreError
 from pstlib.importer import run as importer_run
-from pstlib.importer.collector import Collector, wait_for_collectors
+from pstlib.importer.collector import PIPE_BYTES, Collector, wait_for_collectors
 from pstlib.importer.contacts import ContactPolicy, CreateContacts
 from pstlib.importer.run import ImportOptions, import_mail
 from pstlib.models import Address, Message
@@ -143,6 +144,29 @@ def test_a_caught_up_writer_commits_without_waiting_for_its_deadline(tmp_path: P
             while len(load.load_messages(store, session_id)) < 50:
                 assert time.monotonic() < deadline, "not committed before the deadline"
                 time.sleep(0.05)
+
+
+def test_a_busy_import_thread_ships_its_own_chunks(tmp_path: Path) -> None:
+    # A helper thread that shipped the rows waited for the interpreter lock on every system
+    # call while the import thread ran: chunks left late, seconds' worth at once, and the
+    # import waited at its close. The import thread ships each full chunk itself: with the
+    # helper told to ship only what waited a minute, full chunks still reach the writer.
+    with Store.open(tmp_path / "store.sqlite") as store:
+        session_id, source_id = new_session(store)
+        with Collector(store, session_id, chunk_rows=100, poll_s=60.0) as collector:
+            for n in range(250):
+                collector.message(source_id, message(n), Outcome.READ, direction="incoming")
+            assert collector.backlog == 50  # two chunks gone, half a chunk waits
+            deadline = time.monotonic() + 20.0
+            while len(load.load_messages(store, session_id)) < 200:
+                assert time.monotonic() < deadline, "the shipped chunks were not committed"
+                time.sleep(0.05)
+            if collector.writer_pid is not None and hasattr(fcntl, "F_GETPIPE_SZ"):
+                assert collector._outbox is not None  # a chunk goes down in one write
+                pipe_bytes = fcntl.fcntl(collector._outbox.fileno(), fcntl.F_GETPIPE_SZ)
+                most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+                assert pipe_bytes >= min(PIPE_BYTES, most)
+        assert len(load.load_messages(store, session_id)) == 250  # close ships the rest
 
 
 def message(n: int) -> Message:
