@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Generic, Self, TypeVar, overload
 
 T = TypeVar("T")
@@ -122,6 +123,28 @@ def kind_of_class(message_class: str) -> ItemKind:
     return ItemKind.OTHER
 
 
+_T = TypeVar("_T")
+
+
+def _pickled_by_fields(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen, slotted dataclass as a call of its constructor with its field values.
+
+    Why: the ``__getstate__``/``__setstate__`` that :func:`dataclasses.dataclass` gives a slotted
+    class look its fields up again on every call (:func:`dataclasses.fields`, in Python): three
+    such records a message made up two thirds of unpickling the messages a reader process sends
+    an import (0.33 of 0.43 s for 20k messages). A constructor call with a tuple is several
+    times cheaper, both ways.
+    """
+    values = attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+
+    def __reduce__(self: _T) -> tuple[type[_T], tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    return cls
+
+
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Address:
     """A normalised mail address: ``address`` lower-cased SMTP ('' when none could be found)."""
@@ -135,12 +158,14 @@ class Address:
         return self.address.rpartition("@")[2] if "@" in self.address else ""
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Recipient:
     kind: RecipientKind
     address: Address
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Attachment:
     name: str
