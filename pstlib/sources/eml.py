@@ -32,6 +32,7 @@ from email.header import Header, decode_header
 from email.message import Message as EmailMessage
 from email.parser import BytesParser, HeaderParser
 from pathlib import Path
+from typing import Any
 
 from pstlib.errors import SourceError
 from pstlib.models import Address, Attachment, FolderRole, Message, Recipient, RecipientKind
@@ -135,6 +136,33 @@ def header_text(msg: EmailMessage, name: str) -> str | None:
     return None if value is None else _text(value)
 
 
+class _Headers:
+    """A parsed message's headers by lower-case name, indexed in one pass.
+
+    :meth:`EmailMessage.get` scans every header and lower-cases each name on every call; the
+    dozen look-ups a message needs made a tenth of reading an mbox. Values are what ``get`` and
+    ``get_all`` return (the message's policy applied), so the text is the same."""
+
+    __slots__ = ("_fetch", "_values")
+
+    def __init__(self, msg: EmailMessage) -> None:
+        values: dict[str, list[tuple[str, Any]]] = {}
+        for name, value in msg.raw_items():
+            values.setdefault(name.lower(), []).append((name, value))
+        self._values = values
+        self._fetch = msg.policy.header_fetch_parse
+
+    def text(self, name: str) -> str | None:
+        """The first ``name`` header as :func:`header_text` gives it."""
+        found = self._values.get(name)
+        return None if found is None else _text(self._fetch(*found[0]))
+
+    def texts(self, name: str) -> list[str]:
+        """Every ``name`` header, in order."""
+        fetch = self._fetch
+        return [_text(fetch(*item)) for item in self._values.get(name, ())]
+
+
 def _text(value: object) -> str:
     if isinstance(value, Header):  # compat32 gives a Header for raw 8-bit header bytes
         return "".join(
@@ -196,20 +224,16 @@ def _parts(msg: EmailMessage, log: WarningLog, item: str) -> tuple[str, bool, li
     return "", False, attachments
 
 
-def _recipients(msg: EmailMessage) -> tuple[Recipient, ...]:
+def _recipients(headers: _Headers) -> tuple[Recipient, ...]:
     result: list[Recipient] = []
     for name, kind in (
         ("to", RecipientKind.TO),
         ("cc", RecipientKind.CC),
         ("bcc", RecipientKind.BCC),
     ):
-        for value in _all_values(msg, name):
+        for value in headers.texts(name):
             result.extend(Recipient(kind, addr) for addr in parse_address_list(value))
     return tuple(result)
-
-
-def _all_values(msg: EmailMessage, name: str) -> list[str]:
-    return [_text(v) for v in msg.get_all(name) or []]
 
 
 def parse_bytes(data: bytes) -> EmailMessage:
@@ -242,20 +266,21 @@ def message_from_email(
         log.warn(
             f"malformed message: {type(defect).__name__}", code="malformed_header", item=item_id
         )
-    date_text = header_text(msg, "date")
+    headers = _Headers(msg)
+    date_text = headers.text("date")
     sent = parse_date(date_text)
     if date_text is not None and sent is None:
         log.warn(
             f"bad date {date_text[:80]!r}; sent time left empty", code="bad_date", item=item_id
         )
-    sender_text = header_text(msg, "from") or header_text(msg, "sender")
+    sender_text = headers.text("from") or headers.text("sender")
     sender: Address | None = parse_address(sender_text) if sender_text else None
     if sender is None:
         sender = _unix_from_sender(msg)
     body, is_html, attachments = _parts(msg, log, item_id)
-    mids = message_ids(header_text(msg, "message-id"))
-    reply_ids = message_ids(header_text(msg, "in-reply-to"))
-    references = message_ids(header_text(msg, "references"))
+    mids = message_ids(headers.text("message-id"))
+    reply_ids = message_ids(headers.text("in-reply-to"))
+    references = message_ids(headers.text("references"))
     return Message(
         source_path=source_path,
         item_id=item_id,
@@ -267,16 +292,16 @@ def message_from_email(
         references=tuple(r for r in references if r.startswith("<")),
         conversation_topic=None,
         conversation_index=None,
-        subject=_one_line(header_text(msg, "subject") or ""),
+        subject=_one_line(headers.text("subject") or ""),
         sender=sender,
-        recipients=_recipients(msg),
+        recipients=_recipients(headers),
         sent_at_utc=sent,
-        received_at_utc=_received_time(msg),
+        received_at_utc=_received_time(headers),
         size_bytes=size_bytes,
         attachments=tuple(attachments),
         body=body,
         body_is_html=is_html,
-        importance=_importance(msg),
+        importance=_importance(headers),
         headers=kept_headers(msg),
     )
 
@@ -293,16 +318,17 @@ def _unix_from_sender(msg: EmailMessage) -> Address | None:
     return parse_address(parts[1]) if len(parts) > 1 else None
 
 
-def _received_time(msg: EmailMessage) -> datetime | None:
+def _received_time(headers: _Headers) -> datetime | None:
     """The time in the newest (first) Received header, after its ``;``."""
-    for value in _all_values(msg, "received")[:1]:
-        _, _, when = str(value).rpartition(";")
-        return parse_date(when)
-    return None
+    value = headers.text("received")
+    if value is None:
+        return None
+    _, _, when = value.rpartition(";")
+    return parse_date(when)
 
 
-def _importance(msg: EmailMessage) -> int:
-    value = (header_text(msg, "importance") or header_text(msg, "x-priority") or "").strip().lower()
+def _importance(headers: _Headers) -> int:
+    value = (headers.text("importance") or headers.text("x-priority") or "").strip().lower()
     if value.startswith(("high", "urgent", "1", "2")):
         return 2
     if value.startswith(("low", "non-urgent", "5", "4")):
