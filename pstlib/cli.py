@@ -26,6 +26,12 @@ STORE_OPTION = click.option(
     envvar="PSTLIB_STORE",
     help="Analytics store: a SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...).",
 )
+PROCESSES_OPTION = click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Reader processes, one file each at a time (default: one per CPU, at most one a file).",
+)
 
 
 class _Group(click.Group):
@@ -96,8 +102,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
 @STORE_OPTION
 @click.option("--owner", help="The mailbox owner's address (decides sent vs received).")
 @click.option("--json", "as_json", is_flag=True, help="Print the session document as JSON.")
-@click.option("--processes", type=click.IntRange(min=1), default=None,
-              help="Files read at once, one worker process each (default: one per CPU).")
+@PROCESSES_OPTION
 def scan(paths: tuple[Path, ...], store: str, owner: str | None, as_json: bool,
          processes: int | None) -> None:
     """Read PST/OST, mbox and EML files (or folders of them) into an assess session.
@@ -163,11 +168,13 @@ def _client(
               default="external", show_default=True, help="Which missing contacts to create.")  # fmt: skip
 @click.option("--batch-messages", default=100, show_default=True, help="Emails per $batch request.")
 @click.option("--json", "as_json", is_flag=True, help="Print the session document as JSON.")
+@PROCESSES_OPTION
 @_dataverse_options
 def import_(
     paths: tuple[Path, ...], store: str, target: str, owner: str | None, resume: str | None,
-    create_contacts: str, batch_messages: int, as_json: bool, dataverse_url: str | None,
-    tenant: str, client_id: str, secret_env: str, token_url: str | None,
+    create_contacts: str, batch_messages: int, as_json: bool, processes: int | None,
+    dataverse_url: str | None, tenant: str, client_id: str, secret_env: str,
+    token_url: str | None,
 ) -> None:  # fmt: skip
     """Import mail into Dataverse as email activities linked to contacts, as a recorded session.
 
@@ -181,7 +188,7 @@ def import_(
 
     options = ImportOptions(
         target=target, mailbox_owner=owner, batch_messages=batch_messages,
-        contacts=ContactPolicy(create=CreateContacts(create_contacts)),
+        contacts=ContactPolicy(create=CreateContacts(create_contacts)), processes=processes,
     )  # fmt: skip
     client = (
         _client(dataverse_url, tenant, client_id, secret_env, token_url)

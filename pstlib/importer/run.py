@@ -72,10 +72,10 @@ from pstlib.importer.session import (
     Progress,
     ProgressCallback,
     direction_of,
-    file_sha256,
 )
 from pstlib.models import ItemKind, Message
-from pstlib.sources import discover_sources, open_source
+from pstlib.sources import discover_sources
+from pstlib.sources.parallel import FileDone, FileItems, FileOpened, read_files
 from pstlib.store import Store, load
 from pstlib.store import schema as tables
 from pstlib.store.schema import Outcome, SessionStatus
@@ -108,6 +108,7 @@ class ImportOptions:
     mapping: MappingOptions = field(default_factory=MappingOptions)
     collect: bool = True  # False: record nothing but the session row (overhead baseline)
     chunk_rows: int = 512  # rows the import thread hands the collector's writer at a time
+    processes: int | None = None  # reader processes (default: one per CPU, at most one a file)
     flush_every_s: float = 0.5
     auto_resume: bool = True
     stale_after_s: float = 300.0
@@ -187,8 +188,7 @@ def import_mail(
     run.total = known_total(store, files)
     try:
         run.start()
-        for index, path in enumerate(files):
-            run.read_source(index, path)
+        run.read_sources(files)
         run.finish_sending()
         status = SessionStatus.COMPLETED
     except (KeyboardInterrupt, TargetUnavailableError):
@@ -483,57 +483,90 @@ class _Run:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def read_source(self, index: int, path: Path) -> None:
-        self.source_path, self.source_index = str(path), index
+    def read_sources(self, files: Sequence[Path]) -> None:
+        """Read ``files`` (but those an earlier run of the session finished) in reader processes
+        (:func:`~pstlib.sources.parallel.read_files`, ``options.processes`` of them), and import
+        each message as it comes. The reading overlaps the import's own work, and a reader that
+        libpff kills costs only its file, recorded ``failed`` (``reader_died``). Files are taken
+        in their order (each reader reads ahead while it waits for its turn): when two files hold
+        the same message, the copy in the earlier file is the one imported, in every run."""
+        todo: list[int] = []
+        for index, path in enumerate(files):
+            known = self.resumed.sources.get(str(path))
+            if known is not None and self._source_done(known[0], known):
+                self._tick(None, known[2] or 0)
+            else:
+                todo.append(index)
+        if not todo:
+            return
+        paths = [files[i] for i in todo]
+        # index in paths -> source_id while the file is read (None: it could not be opened)
+        opened: dict[int, int | None] = {}
+        events = read_files(
+            paths,
+            processes=self.options.processes,
+            attachment_data=self.client is not None,
+            background=True,
+            ordered=True,
+        )
+        stages, clock = self.stage_s, time.perf_counter
+        mark = clock()
+        for event in events:
+            if self.timing:
+                now = clock()
+                stages["read"] += now - mark
+            index = event.index
+            self.source_path, self.source_index = str(paths[index]), todo[index]
+            if isinstance(event, FileItems):
+                source_id = opened[index]
+                assert source_id is not None  # an unopened file has no items
+                for result in event.results:
+                    if isinstance(result, SourceError):
+                        self._read_error(source_id, result)
+                    else:
+                        self._message(source_id, result)
+            elif isinstance(event, FileOpened):
+                opened[index] = self._open_source(paths[index], event)
+            elif (source_id := opened.pop(index)) is not None:
+                self._finish_source(source_id, event)
+            if self.timing:
+                mark = clock()
+
+    def _open_source(self, path: Path, event: FileOpened) -> int | None:
+        """The source row of a file just opened (an earlier run's, on resume); None if it could
+        not be, its error recorded and its source row finished as ``failed``."""
         known = self.resumed.sources.get(str(path))
         size = path.stat().st_size
-        try:
-            source = open_source(path)
-        except SourceError as err:
-            log.warning("%s", err)
-            source_id = (
-                known[0]
-                if known
-                else self.store.add_source(self.session_id, str(path), "unknown", size, None)
+        if event.error is None:
+            if known is not None:
+                return known[0]
+            return self.store.add_source(
+                self.session_id, str(path), event.kind or "unknown", size, event.sha256
             )
-            if not known:
-                self.collector.error("open", err, source_id=source_id)
-            self.collector.finish_source(source_id, "failed", 0, str(err))
-            self._tick(None, 0, failed=True)
-            return
-        try:
-            if known is None:
-                source_id = self.store.add_source(
-                    self.session_id, str(path), source.kind, size, file_sha256(path)
-                )
-            else:
-                source_id = known[0]
-                if self._source_done(source_id, known):
-                    self._tick(None, known[2] or 0)
-                    return
-            found = 0
-            if self.timing:
-                stages = self.stage_s
-                clock = time.perf_counter
-                mark = clock()
-                for result in source:
-                    stages["read"] += clock() - mark
-                    found += 1
-                    if isinstance(result, SourceError):
-                        self._read_error(source_id, result)
-                    else:
-                        self._message(source_id, result)
-                    mark = clock()
-            else:
-                for result in source:
-                    found += 1
-                    if isinstance(result, SourceError):
-                        self._read_error(source_id, result)
-                    else:
-                        self._message(source_id, result)
-            self.collector.finish_source(source_id, "read", found)
-        finally:
-            source.close()
+        err = event.error
+        log.warning("%s", err)
+        if known is not None:
+            source_id = known[0]
+        else:
+            source_id = self.store.add_source(self.session_id, str(path), "unknown", size, None)
+            self.collector.error("open", err, source_id=source_id)
+        self.collector.finish_source(source_id, "failed", 0, str(err))
+        self._tick(None, 0, failed=True)
+        return None
+
+    def _finish_source(self, source_id: int, done: FileDone) -> None:
+        """A file is read: its reader's warnings (a bad date, an unknown charset...) and any
+        failure are recorded, then its source row says how it ended."""
+        for warning in done.warnings:
+            if (source_id, warning.item) not in self.resumed.read_errors:
+                self.collector.error("read", warning, source_id=source_id, item=warning.item)
+        failure = done.failure
+        if failure is not None:
+            log.warning("%s", failure)
+            self.collector.error("read", failure, source_id=source_id)
+            self.collector.finish_source(source_id, "failed", done.found, str(failure))
+        else:
+            self.collector.finish_source(source_id, "read", done.found)
 
     def _source_done(self, source_id: int, known: tuple[int, str, int | None]) -> bool:
         """Read completely in an earlier run, every item with a final outcome: nothing to do."""

@@ -94,17 +94,27 @@ def default_processes(files: int) -> int:
 
 
 def read_files(
-    paths: Sequence[Path], *, processes: int | None = None, attachment_data: bool = False
+    paths: Sequence[Path],
+    *,
+    processes: int | None = None,
+    attachment_data: bool = False,
+    background: bool = False,
+    ordered: bool = False,
 ) -> Iterator[FileEvent]:
     """Read every file of ``paths``: for each, a :class:`FileOpened`, its results in
     :class:`FileItems` chunks, then a :class:`FileDone`.
 
     ``processes`` worker processes read one file each at a time (default
-    :func:`default_processes`; 1 reads in this process, as does a single file). Guarantees:
+    :func:`default_processes`; 1 reads in this process, as does a single file, unless
+    ``background``: then even one file is read by a worker, for a caller with work of its own
+    to do beside the reading, such as an import). Guarantees:
 
     * every result of every file arrives exactly once, tagged with its file's index, and the
       results of one file arrive in its reader's order; files interleave (a large file does not
-      hold the others back), so the order *across* files varies from run to run;
+      hold the others back), so the order *across* files varies from run to run, unless
+      ``ordered``: then files are read and their events arrive in the order of ``paths``, one
+      file after another (a worker reads ahead into its pipe while it waits for its turn), as
+      a caller needs whose outcome depends on the order, such as deduplication;
     * memory stays flat: a worker blocks on its pipe until this generator has taken its last
       chunk, so at most about one chunk per worker is in flight;
     * a worker that dies (libpff crashing on a hostile file) costs only the file it was reading:
@@ -119,11 +129,13 @@ def read_files(
     """
     files = [Path(p) for p in paths]
     count = default_processes(len(files)) if processes is None else max(1, processes)
-    if count == 1 or len(files) <= 1:
+    if not files:
+        return
+    if not background and (count == 1 or len(files) <= 1):
         for index, path in enumerate(files):
             yield from _read_file(index, path, attachment_data, hash_messages=False)
         return
-    yield from _Pool(files, min(count, len(files)), attachment_data).events()
+    yield from _Pool(files, min(count, len(files)), attachment_data, ordered=ordered).events()
 
 
 def _open_for_scan(path: Path, attachment_data: bool) -> Any:
@@ -159,6 +171,8 @@ def _read_file(
             chunk.append(result)
             if isinstance(result, Message):
                 size += len(result.body)
+                if attachment_data:
+                    size += sum(len(a.data or b"") for a in result.attachments)
                 if hash_messages:  # cached on the record, pickled with it
                     _ = result.content_sha256, result.dedupe_key
             if len(chunk) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
@@ -232,11 +246,15 @@ class _Worker:
 class _Pool:
     """The worker processes of one :func:`read_files` call, and the parent's side of them."""
 
-    def __init__(self, files: list[Path], count: int, attachment_data: bool) -> None:
+    def __init__(
+        self, files: list[Path], count: int, attachment_data: bool, *, ordered: bool = False
+    ) -> None:
         self.files = files
         self.attachment_data = attachment_data
+        self.ordered = ordered
         # largest first: the big files start early and the small ones fill the gaps at the end
-        self.pending = deque(sorted(range(len(files)), key=lambda i: -_size_of(files[i])))
+        order = range(len(files))
+        self.pending = deque(order if ordered else sorted(order, key=lambda i: -_size_of(files[i])))
         self.opened: set[int] = set()
         self.found: dict[int, int] = {}
         self.broken = False  # a worker died before it was ready: start no more
@@ -283,7 +301,7 @@ class _Pool:
     def events(self) -> Iterator[FileEvent]:
         try:
             while self.workers:
-                by_pipe = {w.results: w for w in self.workers}
+                by_pipe = {w.results: w for w in self._turn()}
                 for pipe in wait(list(by_pipe)):
                     worker = by_pipe[pipe]  # type: ignore[index]
                     try:
@@ -312,6 +330,16 @@ class _Pool:
         finally:
             for worker in self.workers:
                 _stop(worker)
+
+    def _turn(self) -> list[_Worker]:
+        """The workers whose events may be taken now: all, or when ``ordered`` the one reading
+        the earliest file (the others wait, blocked on their pipes once these are full)."""
+        if not self.ordered:
+            return self.workers
+        busy = [w for w in self.workers if w.assigned]
+        if not busy:  # only workers with nothing to read: their end of file comes next
+            return self.workers
+        return [min(busy, key=lambda w: w.assigned[0])]
 
     def _retire(self, worker: _Worker) -> Iterator[FileEvent]:
         """A worker's pipe closed: it stopped, or it died with files still handed to it."""

@@ -204,3 +204,60 @@ def test_scan_records_what_readers_only_warn_about(tmp_path: Path, processes: in
     (row,) = errors.itertuples()
     assert row.code == "bad_date" and row.stage == "read"
     assert str(row.file).endswith("b.mbox") and "the day after tomorrow" in row.cause
+
+
+def test_ordered_workers_deliver_the_files_one_after_another(corpus_files: list[Path]) -> None:
+    # what an import needs (the copy in the earlier file is the one imported): every event of
+    # a file before any of the next one's, each file whole, with workers reading ahead
+    alone = _by_file(list(read_files(corpus_files, processes=1)))
+    events = list(read_files(corpus_files, processes=2, ordered=True))
+    order = [event.index for event in events]
+    assert order == sorted(order) and set(order) == set(range(len(corpus_files)))
+    ordered = _by_file(events)
+    for index, entry in ordered.items():
+        assert entry.items == alone[index].items, corpus_files[index].name
+        assert len(entry.opened) == len(entry.done) == 1
+
+
+def _mbox(path: Path, numbers: range, bad_date_at: int | None = None) -> Path:
+    text = ""
+    for n in numbers:
+        date = "the day after tomorrow" if n == bad_date_at else "Mon, 1 Jan 2024 10:00:00 +0000"
+        text += (
+            f"From a@example.com Mon Jan  1 00:00:00 2024\nFrom: a@example.com\n"
+            f"To: owner@contoso.com\nSubject: m{n}\nDate: {date}\n"
+            f"Message-ID: <m{n}@example.com>\n\nbody {n}\n\n"
+        )
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_import_reads_in_workers_and_keeps_the_order_of_its_files(
+    tmp_path: Path, processes: int
+) -> None:
+    # The first file holds copies of 40 of the second's 400 messages. However the reader
+    # processes interleave, the first file's copies are the ones imported and the second's
+    # their duplicates; the bad date the second file's reader warns about is an error row.
+    from pstlib.importer.run import ImportOptions, import_mail
+
+    first = _mbox(tmp_path / "a.mbox", range(0, 400, 10))
+    second = _mbox(tmp_path / "b.mbox", range(400), bad_date_at=7)
+    options = ImportOptions(target="assess", mailbox_owner="owner@contoso.com",
+                            processes=processes)  # fmt: skip
+    with Store.open(tmp_path / "s.sqlite") as store:
+        session_id = import_mail([first, second], store, options, client=None)
+        messages = load.load_messages(store, session_id)
+        sources = load.load_sources(store, session_id)
+        errors = load.load_errors(store, session_id)
+    path = messages["source_id"].map(sources.set_index("source_id")["path"].astype(str))
+    outcome = messages["outcome"].astype(str)
+    in_first = path.str.endswith("a.mbox")
+    assert (outcome[in_first] == "read").sum() == 40
+    copies = ~in_first & messages["item_id"].astype(int).mod(10).eq(0)
+    assert (outcome[copies] == "duplicate").sum() == 40
+    assert (outcome[~in_first & ~copies] == "read").sum() == 360
+    assert sorted(sources["status"].astype(str)) == ["read", "read"]
+    assert sorted(sources["items_found"].astype(int)) == [40, 400]
+    (row,) = errors.itertuples()
+    assert row.code == "bad_date" and row.stage == "read" and str(row.file).endswith("b.mbox")
