@@ -261,3 +261,46 @@ def test_an_import_reads_in_workers_and_keeps_the_order_of_its_files(
     assert sorted(sources["items_found"].astype(int)) == [40, 400]
     (row,) = errors.itertuples()
     assert row.code == "bad_date" and row.stage == "read" and str(row.file).endswith("b.mbox")
+
+
+def test_an_import_goes_on_when_a_reader_dies(
+    corpus_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpff taking its process down on a hostile file: the reader of the first file is killed
+    # after its first chunk. That file is recorded failed (reader_died) with what arrived; the
+    # next file is read whole by a fresh reader, and the session completes.
+    from pstlib.importer import run as importer_run
+    from pstlib.importer.run import ImportOptions, import_mail
+
+    ost = next(p for p in corpus_files if p.name == "asposenet_SampleOstFile.ost")
+    small = next(p for p in corpus_files if p.name == "tika_testPST.pst")
+
+    def killing(paths: list[Path], **options: bool) -> object:
+        pool = _Pool(list(paths), 1, options["attachment_data"], ordered=True)
+        killed = False
+        for event in pool.events():
+            yield event
+            if not killed and isinstance(event, FileItems):
+                killed = True
+                os.kill(pool.workers[0].process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(importer_run, "read_files", lambda paths, **kw: killing(paths, **kw))
+    options = ImportOptions(target="assess", mailbox_owner="owner@contoso.com")
+    with Store.open(tmp_path / "s.sqlite") as store:
+        session_id = import_mail([ost, small], store, options, client=None)
+        session = store.get_session(session_id)
+        sources = load.load_sources(store, session_id).set_index("path")
+        errors = load.load_errors(store, session_id)
+        messages = load.load_messages(store, session_id)
+    assert session["status"] == "completed"
+    assert sources.loc[str(ost), "status"] == "failed"
+    assert sources.loc[str(small), "status"] == "read"
+    assert sources.loc[str(small), "items_found"] == 7
+    died = errors[errors["code"].astype(str) == "reader_died"]
+    assert len(died) == 1 and "exit code -9" in str(died["cause"].iloc[0])
+    found = int(sources.loc[str(ost), "items_found"])
+    assert 0 < found < 92
+    # every item that arrived has its row or its read error, and none twice
+    item_errors = errors[errors["item"].notna() & (errors["stage"].astype(str) == "read")]
+    assert len(messages) + len(item_errors) == found + 7
+    assert not messages.duplicated(["source_id", "item_id"]).any()
