@@ -723,7 +723,7 @@ class Collector:
                     self._entries.append(("stop",))
                     self._send_waiting()
                     self._stop_sent = True
-                self._wait(self._stopped.is_set)
+                self._wait(self._stopped)
         finally:
             self._closing.set()
             if self._helper is not None:
@@ -754,22 +754,23 @@ class Collector:
         done = self._acks[token] = threading.Event()
         self._entries.append(("flush", token))
         self._ship()
-        self._wait(done.is_set)
+        self._wait(done)
         self._acks.pop(token, None)
         self._raise()
 
-    def _wait(self, done: Callable[[], bool]) -> None:
-        while not done():
+    def _wait(self, done: threading.Event) -> None:
+        """Until the helper sets ``done`` (it read the writer's answer), checking meanwhile that
+        the writer lives and has not failed."""
+        while not done.wait(0.02):
             self._raise()
             if not self._writer_alive():
                 # its last answers may still be on their way: the helper reads them, then ends
                 if self._helper is not None:
                     self._helper.join(5.0)
-                if done():
+                if done.is_set():
                     return
                 self._raise()
                 raise StoreError(f"the collector of session {self.session_id} stopped")
-            time.sleep(0.005)
 
     def _writer_alive(self) -> bool:
         if self._process is not None:
