@@ -16,15 +16,16 @@ marshalled at once: queued tuples are such survivors too (60-90 ms of full colle
 entries wait, the import thread joins them into one chunk (:func:`pack_entries`: the marshalled
 rows make one marshal list, without being looked at one by one) and sends it through a pipe wide
 enough to take it in one write (:meth:`Collector._ship_own` says why not a helper thread); a
-helper thread ships what has waited ``poll_s`` when the import is quiet. The writer process (:func:`serve`) owns the
-``MessageWriter`` and the store connection and hands the rows to
+helper thread ships what has waited ``poll_s`` when the import is quiet. The writer process
+(:func:`serve`) owns the ``MessageWriter`` and the store connection and hands the rows to
 :meth:`~pstlib.store.writer.MessageWriter.add_message_values` as they came, without rebuilding
 records (which cost it about 6 us per message). It commits as soon as nothing more waits on its
 pipe (else at least every ``flush_every_s``), so that the importer's wait at the end of a session
 is the last chunk's work. Measured alone on the benchmark's mailbox (20k messages of
-``benchmarks/import.py``): about 3 us per message for the hook (1 of it marshal) and 0.1 for the
-chunk on the import side, against some 110-120 us per message for the import itself, and about
-16-18 us per message in the writer process (SQLite's inserts and commits about 9 of them).
+``benchmarks/import.py``): about 3.4 us per message for the hook (1 of it marshal) and 0.1 for
+the chunk on the import side, against some 25 us per message for the import thread's own work
+and 95 for its reader process (the pace of an assess import), and 12-17 us per message in the
+writer process (SQLite's inserts and commits about 8 of them).
 
 Why a fresh interpreter (``subprocess``, the pipes passed as file descriptors) rather than
 ``multiprocessing.Process``: spawn would re-run the caller's ``__main__`` (pytest, the CLI) in the
