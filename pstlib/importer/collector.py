@@ -41,8 +41,9 @@ platform without POSIX pipes, gets the same writer loop in a thread.
 
 Guarantees, as with the thread it replaces: order is kept (rows, outcome updates, errors, source
 ends and flushes are applied in the order the import made them); the writer commits at least every
-``flush_every_s`` (a ``kill -9`` loses at most that much plus what was not yet shipped, at most
-``poll_s``, by default 0.1 s or half of ``flush_every_s`` if less; a resume redoes it);
+``flush_every_s`` (a ``kill -9`` loses at most that much plus what was not yet shipped: the
+last ``chunk_rows``, or rows of a quiet import up to twice ``poll_s`` old, by default 0.1 s or
+half of ``flush_every_s`` if less; a resume redoes it);
 :meth:`Collector.flush` and :meth:`Collector.close` return once everything before them is
 committed. A store error in
 the writer is never swallowed: it is raised in the import thread at its next call.
@@ -649,6 +650,7 @@ class Collector:
             return self
         self._started = True
         self._error = None
+        self._shipped_at = time.monotonic()  # the helper's clock for rows left waiting
         config = {
             "url": self.store.engine.url.render_as_string(hide_password=False),
             "session_id": self.session_id,
