@@ -115,9 +115,20 @@ def trim_vacations(grid: StreamGrid, runs: pd.DataFrame, streams: np.ndarray) ->
     The owner's own mail stops on vacation, so a silence of the outgoing mail that runs into a
     vacation is the gap only up to it. A vacation inside a run stays in it: the model expects
     (almost) no sent mail there, so it neither makes nor hides the gap around it. A run wholly
-    inside vacations is dropped.
+    inside vacations is dropped. The weekends and holidays next to a vacation are trimmed with
+    it: the owner's silence goes on over them (the first working day after it is where a loss
+    would show), and a run reaching over them would stretch a lost file's gap beside the vacation
+    into the vacation's days.
     """
-    return trim_off(runs, grid.days["is_vacation"].to_numpy(), streams)
+    days = grid.days
+    vacation = days["is_vacation"].to_numpy()
+    anchor = days["is_business_day"].to_numpy() | vacation  # days that are not weekend-like
+    idx = np.arange(len(vacation))
+    before = np.maximum.accumulate(np.where(anchor, idx, -1))
+    after = np.minimum.accumulate(np.where(anchor, idx, len(idx))[::-1])[::-1]
+    padded = np.append(vacation, False)  # index -1 and len: no vacation there
+    beside = ~anchor & (padded[before] | padded[after])
+    return trim_off(runs, vacation | beside, streams)
 
 
 def trim_off(runs: pd.DataFrame, days: np.ndarray, streams: np.ndarray) -> pd.DataFrame:

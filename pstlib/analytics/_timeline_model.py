@@ -856,6 +856,7 @@ def evaluate_runs(
     exclude: BoolArray | None = None,
     others: FloatArray | None = None,
     flank_days: int = 28,
+    far_flank_days: int = 42,
     max_ratio: float = 0.5,
 ) -> pd.DataFrame:
     """Add each run's expected and observed counts, probability and verdict.
@@ -863,7 +864,9 @@ def evaluate_runs(
     A run's expected count is scaled by the lower of its two flanks' observed/expected ratios (the
     ``flank_days`` before and after, leaving out ``exclude``d cells; a flank with less than one
     expected message left takes the other's ratio), so that a level change at a run's edge does
-    not make a gap. ``probability`` is the chance of so few days with mail in the
+    not make a gap; each flank's ratio is the lower of that over ``flank_days`` and over
+    ``far_flank_days`` (a burst beside a silence is no level to hold it to), for the runs that
+    could matter (see below). ``probability`` is the chance of so few days with mail in the
     window: a day is silent with probability ``(1 + φ·scale·mu)^(-1/φ)`` independently of the
     others (:func:`fit_silence_dispersion`; in a contact's ``incoming`` or ``outgoing`` stream,
     given the other direction's mail that day, :func:`log_silence_given`), a silent run with
@@ -897,16 +900,10 @@ def evaluate_runs(
     # the model's level inside the run: a long gap drags the rolling level down around itself,
     # so the flanks' own rates say what the run should have held
     run_level = expected / np.maximum(run_shape, 1e-12)
-    # the flanks' messages expected at the run's level; their observed over expected, shrunk
-    # towards a cautious 0.5 by 4 expected messages: a flank with little evidence (a timeline's
-    # first weeks) cannot vouch for it
-    left_expected, right_expected = left_shape * run_level, right_shape * run_level
-    left = (left_obs + 2.0) / (left_expected + 4.0)
-    right = (right_obs + 2.0) / (right_expected + 4.0)
-    # a flank left out altogether (another gap, an archive-wide silence) says nothing
-    left_known, right_known = left_expected >= 1.0, right_expected >= 1.0
-    left = np.where(left_known, left, np.where(right_known, right, left))
-    right = np.where(right_known, right, left)
+    # the flanks' messages expected at the run's level, and their observed over expected
+    left, right = _flank_ratios(
+        left_obs, right_obs, left_shape * run_level, right_shape * run_level
+    )
     # a flank that lies (almost) outside the timeline, excluded cells or not, would hold under one
     # message at the run's level: the run sits at the timeline's edge, where nothing tells a
     # loss from a contact who had not yet begun (or had stopped) writing at the other flank's
@@ -953,14 +950,50 @@ def evaluate_runs(
             )
         return float(np.sqrt(min(threshold, 1.0)))
 
-    # the runs within the cutoff get a closer bound, each level bin's silence at its own level
-    # (the bound above takes the highest level for all): still at most the probability, it
-    # spares most of them the exact computation over their days
+    def closer(chosen: np.ndarray) -> FloatArray:
+        # each level bin's silence at its own level (the bound above takes the highest level for
+        # all): still at most the probability
+        out: FloatArray = np.einsum(
+            "ij,j->i",
+            np.exp(-levels[index[chosen]] * (weighted_expected * scale)[chosen, None]),
+            weight,
+        )
+        return out
+
+    # the runs within the cutoff get the closer bound, which spares most of them the exact
+    # computation over their days
     near = np.flatnonzero(bound <= cutoff_of(bound))
-    bound[near] = np.einsum(
-        "ij,j->i", np.exp(-levels[index[near]] * (weighted_expected * scale)[near, None]), weight
-    )
+    bound[near] = closer(near)
     exact = near[bound[near] <= cutoff_of(bound)]
+    # Mail comes in bursts, and a lull follows a burst: a flank's rate next to a silence is high
+    # by chance more often than its days with mail let the level's draws allow for. Each flank's
+    # rate is therefore the lower of its near rate and its rate over ``far_flank_days`` (the
+    # fitted level's own reach): a busy month beside a silence does not make it a gap unless the
+    # weeks around agree. A lower scale only raises a run's bounds, and the threshold of the
+    # bounds falls with it, so a run whose bound is past the cutoff stays past it: the far flanks
+    # are summed for the runs still within it only (a few of a million).
+    if len(exact) and far_flank_days > flank_days:
+        es, ea, eb = s[exact], a[exact], b[exact]
+        far = _run_totals(
+            grid,
+            fit,
+            exclude,
+            es,
+            ea,
+            eb,
+            np.maximum(ea - far_flank_days, 0),
+            np.minimum(eb + 1 + far_flank_days, n),
+        )
+        far_left, far_right = _flank_ratios(
+            far[3], far[4], far[7] * run_level[exact], far[8] * run_level[exact]
+        )
+        left[exact] = np.minimum(left[exact], far_left)
+        right[exact] = np.minimum(right[exact], far_right)
+        scale[exact] = np.minimum(left[exact], right[exact])
+        expected_test[exact] = expected[exact] * scale[exact]
+        sparse_enough[exact] = observed[exact] <= max_ratio * expected_test[exact]
+        bound[exact] = closer(exact)
+        exact = exact[bound[exact] <= cutoff_of(bound)]
     probability = bound.copy()
     probability[exact] = _active_day_probability(
         grid,
@@ -993,6 +1026,24 @@ def evaluate_runs(
             ),
         },
     )
+
+
+def _flank_ratios(
+    left_obs: FloatArray,
+    right_obs: FloatArray,
+    left_expected: FloatArray,
+    right_expected: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Each flank's observed over expected messages (expected at the run's level), shrunk
+    towards a cautious 0.5 by 4 expected messages: a flank with little evidence (a timeline's
+    first weeks) cannot vouch for it; a flank left out altogether (under one message expected:
+    another gap, an archive-wide silence) says nothing and takes the other's."""
+    left = (left_obs + 2.0) / (left_expected + 4.0)
+    right = (right_obs + 2.0) / (right_expected + 4.0)
+    left_known, right_known = left_expected >= 1.0, right_expected >= 1.0
+    left = np.where(left_known, left, np.where(right_known, right, left))
+    right = np.where(right_known, right, left)
+    return left, right
 
 
 def with_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray | float]) -> pd.DataFrame:

@@ -11,8 +11,10 @@ A *gap* is a run of days with too little mail to be chance under a model of the 
 the contact's activity level (which may drift, trend or jump: that is no gap), weekday profile,
 public holidays of a country, organisation-wide quiet periods and the owner's vacations (declared,
 or inferred: the owner's mail stops while received mail goes on, often with auto-replies). A run's
-expected mail comes from the mail on either side of it (the lower of the two rates), and since that
-mail tells the rate only so well, the run's probability is mixed over the rates it leaves possible.
+expected mail comes from the mail on either side of it (the lower of the two rates; each side's the
+lower of its month's and its six weeks', so that a burst beside a silence does not make it a gap),
+and since that mail tells the rate only so well, the run's probability is mixed over the rates it
+leaves possible.
 In one direction of a contact's mail, a day's silence is judged given the other direction's mail
 that day: the two come in the same bursts (a conversation), so the owner's sent mail missing
 while the contact's mail goes on (or the reverse) is far less likely than the same silence on

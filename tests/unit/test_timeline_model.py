@@ -483,3 +483,87 @@ def test_with_columns_is_assign_without_the_copy() -> None:
     got = model.with_columns(runs, columns)
     pd.testing.assert_frame_equal(got, runs.assign(**columns))
     assert np.shares_memory(got["stream"].to_numpy(), runs["stream"].to_numpy())
+
+
+def _burst_beside_silence(burst: float, seed: int) -> tuple[model.StreamGrid, pd.DataFrame]:
+    """One contact writing on weekdays (Poisson, one message a day) over 300 days, silent on
+    days 140..160 and writing ``burst`` times as much in the two weeks either side of it; its
+    ``all`` stream's silent run."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(START, periods=300, freq="D")
+    weekday = days.day_of_week < 5
+    rate = np.where(weekday, 1.0, 0.0)
+    rate[126:140] *= burst
+    rate[161:175] *= burst
+    counts = rng.poisson(rate)
+    counts[140:161] = 0
+    events = pd.DataFrame(
+        {
+            "contact_address": "a@example.com",
+            "sent_at_utc": pd.to_datetime(
+                np.repeat(days.to_numpy(), counts) + np.timedelta64(10, "h")
+            ).tz_localize("UTC"),
+            "direction": "incoming",
+            "folder_path": "Inbox",
+        }
+    )
+    events["message_row_id"] = np.arange(len(events))
+    grid = model.build_grid(
+        events, timezone="UTC", country=None, quiet_periods=None, vacations=None, min_messages=10
+    )
+    keys = grid.keys
+    row = int(
+        np.flatnonzero(keys["contact_address"].eq("a@example.com") & keys["stream"].eq("all"))[0]
+    )
+    runs = pd.DataFrame({"stream": [row], "first_day": [140], "last_day": [160], "method": "zero"})
+    return grid, runs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_burst_beside_a_silence_is_held_to_the_weeks_around_it(seed: int) -> None:
+    # two busy weeks (four times the contact's rate) either side of a three-week silence: the
+    # near flanks alone would hold the silence to the burst's rate; the far flanks (six weeks)
+    # hold it closer to the contact's own. Without the burst both flanks say the same.
+    expected_test = {}
+    for burst in (4.0, 1.0):
+        grid, runs = _burst_beside_silence(burst, seed)
+        exclude = model.cells_of(runs, grid.span.shape)
+        fit = model.fit_streams(grid, exclude)
+        for far in (0, 42):  # 0: the near flanks only
+            judged = model.evaluate_runs(
+                grid, fit, runs, alpha=0.01, threshold=1.0, exclude=exclude, far_flank_days=far
+            )
+            expected_test[burst, far] = float(judged["expected_test"].iloc[0])
+    assert expected_test[4.0, 42] < 0.9 * expected_test[4.0, 0]
+    assert expected_test[1.0, 42] == pytest.approx(expected_test[1.0, 0], rel=0.1)
+
+
+def test_an_outgoing_run_is_trimmed_off_a_vacation_and_the_weekends_beside_it() -> None:
+    from pstlib.analytics._calendar import day_table
+    from pstlib.analytics._gap_rules import trim_vacations
+
+    # 1-28 January 2024 (Mon 1st), a vacation Mon 15th to Fri 19th. An outgoing silence from
+    # Wed 10th to Sun 21st is the gap up to the vacation only (10th-12th: the weekend 13th-14th
+    # goes with the vacation, as does the one after it); one from Sat 20th to Wed 24th starts
+    # on Mon 22nd; a weekend far from any vacation (Sat 6th) stays; stream 1 is not chosen.
+    days = day_table(
+        pd.Timestamp("2024-01-01"),
+        pd.Timestamp("2024-01-28"),
+        country=None,
+        vacations=pd.DataFrame(
+            {"start": [pd.Timestamp("2024-01-15")], "end": [pd.Timestamp("2024-01-19")]}
+        ),
+    )
+    n = len(days)
+    grid = model.StreamGrid(
+        keys=pd.DataFrame(),
+        counts=np.zeros((2, n), dtype=np.int32),
+        span=np.ones((2, n), dtype=bool),
+        days=days,
+    )
+    runs = pd.DataFrame(
+        {"stream": [0, 0, 0, 1], "first_day": [9, 19, 5, 9], "last_day": [20, 23, 9, 20]}
+    )
+    kept = trim_vacations(grid, runs, np.array([True, False]))
+    ends = kept[["first_day", "last_day"]].to_numpy().tolist()
+    assert ends == [[9, 11], [21, 23], [5, 9], [9, 20]]
