@@ -379,6 +379,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+WRITER_NICE = 5
+"""How much lower the writer process's scheduling priority is than the importer's: on a machine
+with no idle core, the import and its readers go first, and the writer catches up in the gaps
+(the pipe's back-pressure stops the import only when it is a pipe's worth behind)."""
+
 IDLE_EXIT_S = 120.0
 """A writer process left idle this long (no session handed to it) exits."""
 
@@ -393,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     inbox_fd, outbox_fd, parent = (int(a) for a in args[:3])
     _die_with_parent(parent)
+    with contextlib.suppress(OSError, AttributeError):  # the import's work first (see WRITER_NICE)
+        os.nice(WRITER_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the importer, which stops us
     inbox, outbox = Connection(inbox_fd, writable=False), Connection(outbox_fd, readable=False)
     stores: dict[str, Store] = {}

@@ -18,7 +18,12 @@ import pytest
 from pstlib.analytics import operations as ops
 from pstlib.errors import StoreError
 from pstlib.importer import run as importer_run
-from pstlib.importer.collector import PIPE_BYTES, Collector, wait_for_collectors
+from pstlib.importer.collector import (
+    PIPE_BYTES,
+    WRITER_NICE,
+    Collector,
+    wait_for_collectors,
+)
 from pstlib.importer.contacts import ContactPolicy, CreateContacts
 from pstlib.importer.run import ImportOptions, import_mail
 from pstlib.models import Address, Message
@@ -161,6 +166,10 @@ def test_a_busy_import_thread_ships_its_own_chunks(tmp_path: Path) -> None:
             while len(load.load_messages(store, session_id)) < 200:
                 assert time.monotonic() < deadline, "the shipped chunks were not committed"
                 time.sleep(0.05)
+            if collector.writer_pid is not None:  # background work: the import goes first
+                ours = os.getpriority(os.PRIO_PROCESS, 0)
+                writer = os.getpriority(os.PRIO_PROCESS, collector.writer_pid)
+                assert writer == min(19, ours + WRITER_NICE)
             if collector.writer_pid is not None and hasattr(fcntl, "F_GETPIPE_SZ"):
                 assert collector._outbox is not None  # a chunk goes down in one write
                 pipe_bytes = fcntl.fcntl(collector._outbox.fileno(), fcntl.F_GETPIPE_SZ)
