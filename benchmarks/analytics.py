@@ -8,16 +8,19 @@ own:
 
 * ``pipeline``: load the session (from the snapshot when fresh, else SQL), then every analysis in
   the order a report runs them, one line each with the seconds and the peak RSS so far. With
-  ``--threads 2`` (the default: this is a 2-core machine) the timeline branch (contact events,
-  gap detection, completeness) runs in a second thread beside the rest, as the report suite runs
-  the gap model in one kernel while the other renders; its numpy work releases the GIL. The total
-  is then the wall time of both branches; ``sum of the steps`` beside it is what one thread would
-  take, and each step's CPU is its own thread's. ``--threads 1`` runs them one after another;
+  ``--parallel process`` (the default: this is a 2-core machine) the timeline branch (contact
+  events, gap detection, completeness) runs in a second process beside the rest, as the report
+  suite runs the gap model in one kernel while another renders: a fork once the session is
+  loaded, which holds the frames as a kernel would hold its own copy (shared until written). The
+  total is then the wall time of both branches, and the peak RSS the sum of both processes'
+  peaks (an upper bound: the pages they share count twice); ``sum of the steps`` beside it is what
+  one process would take. ``--parallel thread`` runs the branch in a second thread instead (the
+  two then share the GIL), ``--parallel none`` runs every step one after another;
 * ``baseline``: the same load through SQL only (the loaders with the snapshot turned off), and
   ``pandas.read_sql`` of the same rows, for comparison.
 
 Usage: python benchmarks/analytics.py [--messages 1000000] [--seed 1] [--workdir DIR]
-       [--repeat 1] [--no-baseline] [--threads 2]
+       [--repeat 1] [--no-baseline] [--parallel process|thread|none]
 The last line is JSON with keys total_s, peak_rss_mb, messages (and the per-step seconds, wall
 and CPU: the CPU seconds hold steady when other work shares the machine).
 """
@@ -246,11 +249,22 @@ def _pipeline(store_path: str, info: dict[str, Any], queue: Any) -> None:
         gaps = steps.run("detect_gaps", lambda: detect_gaps(events, country=info["country"]))
         steps.run("score_completeness", lambda: score_completeness(events, gaps))
 
-    # The timeline branch (numpy over the whole grid: it releases the GIL) beside the rest, as
-    # the report suite runs them (two kernels), when two threads are asked for.
-    branch = threading.Thread(target=timeline, name="timeline")
-    if info["threads"] > 1:
+    # The timeline branch beside the rest, as the report suite runs them (two kernels)
+    parallel = info["parallel"]
+    branch: Any = None
+    if parallel == "process":
+        fork = mp.get_context("fork")
+        answer = fork.SimpleQueue()
+
+        def in_fork() -> None:
+            timeline()
+            answer.put((steps.seconds, steps.cpu_seconds, peak_rss_mb()))
+
+        branch = fork.Process(target=in_fork, name="timeline")
+        branch.start()
+    elif parallel == "thread":
         steps.cpu_clock = time.thread_time
+        branch = threading.Thread(target=timeline, name="timeline")
         branch.start()
     else:
         timeline()
@@ -268,7 +282,16 @@ def _pipeline(store_path: str, info: dict[str, Any], queue: Any) -> None:
         "summarize_session",
         lambda: summarize_session(session, sources, messages, errors, contacts, batches),
     )
-    if info["threads"] > 1:
+    peak = peak_rss_mb()
+    if parallel == "process":
+        seconds, cpu_seconds, branch_peak = answer.get()
+        branch.join()
+        if branch.exitcode:
+            raise SystemExit(f"the timeline branch failed with exit code {branch.exitcode}")
+        steps.seconds.update(seconds)
+        steps.cpu_seconds.update(cpu_seconds)
+        peak += branch_peak
+    elif parallel == "thread":
         branch.join()
     total = time.perf_counter() - began
     queue.put(
@@ -276,7 +299,7 @@ def _pipeline(store_path: str, info: dict[str, Any], queue: Any) -> None:
             "steps": steps.seconds,
             "steps_cpu": steps.cpu_seconds,
             "total_s": total,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak,
             "messages": len(messages),
             "nodes": graph.number_of_nodes(),
             "edges": graph.number_of_edges(),
@@ -336,17 +359,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="pipeline runs (medians reported)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the SQL-only load")
     parser.add_argument(
-        "--threads",
-        type=int,
-        choices=(1, 2),
-        default=2,
-        help="2 (default): the timeline branch in a thread beside the rest; 1: one after another",
+        "--parallel",
+        choices=("process", "thread", "none"),
+        default="process",
+        help="the timeline branch in a second process (default) or thread beside the rest, or "
+        "every step one after another",
     )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
     store_path, info = build_store(args.workdir, args.messages, args.seed)
-    info = {**info, "threads": args.threads}
+    info = {**info, "parallel": args.parallel}
     print(f"store {store_path}: {info['messages']} messages, session {info['session_id']}")
     if not args.no_baseline:
         print("-- baseline: SQL only")
@@ -372,7 +395,7 @@ def main() -> None:
         for name, seconds in steps.items():
             print(f"{name:24}{seconds:8.2f} s  cpu {steps_cpu[name]:6.2f} s")
     print(f"{'total':24}{total:8.2f} s  cpu {total_cpu:6.2f} s   peak RSS {peak:8.0f} MB")
-    print(f"{'sum of the steps':24}{steps_sum:8.2f} s  ({args.threads} thread(s))")
+    print(f"{'sum of the steps':24}{steps_sum:8.2f} s  (parallel: {args.parallel})")
     print(
         json.dumps(
             {
@@ -381,7 +404,7 @@ def main() -> None:
                 "messages": runs[0]["messages"],
                 "total_cpu_s": round(total_cpu, 2),
                 "steps_sum_s": round(steps_sum, 2),
-                "threads": args.threads,
+                "parallel": args.parallel,
                 "steps_s": steps,
                 "steps_cpu_s": steps_cpu,
                 "graph_nodes": runs[0]["nodes"],
