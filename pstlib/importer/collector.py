@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any
 
 from pstlib.errors import SourceError, StoreError
 from pstlib.models import Message
+from pstlib.sources.parallel import die_with_parent
 from pstlib.store import Store
 from pstlib.store.schema import Outcome
 from pstlib.store.writer import attachment_size as _attachment_size
@@ -324,7 +325,7 @@ def serve(
             if inbox.poll(max(0.0, deadline - time.monotonic())):
                 try:
                     data = inbox.recv_bytes()
-                except EOFError:
+                except (EOFError, OSError):  # gone, or gone part-way through a chunk
                     log.warning("the importer of session %s is gone; stopping", session_id)
                     return False
                 rows, ops = unpack_chunk(data)
@@ -368,17 +369,6 @@ def serve(
         return False
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGKILL when the importer dies (a ``kill -9`` takes the writer with it)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the importer died before we asked
-        os._exit(1)
-
-
 WRITER_NICE = 5
 """How much lower the writer process's scheduling priority is than the importer's: on a machine
 with no idle core, the import and its readers go first, and the writer catches up in the gaps
@@ -397,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     inbox_fd, outbox_fd, parent = (int(a) for a in args[:3])
-    _die_with_parent(parent)
+    die_with_parent(parent)
     with contextlib.suppress(OSError, AttributeError):  # the import's work first (see WRITER_NICE)
         os.nice(WRITER_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the importer, which stops us
@@ -649,6 +639,7 @@ class Collector:
         self._closed = False
         self._started = False
         self._stop_sent = False
+        self._torn = False  # a write to the writer was interrupted part-way: its stream is lost
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -726,7 +717,7 @@ class Collector:
         if not self._started:
             return
         try:
-            if self._error is None:
+            if self._error is None and not self._torn:
                 with self._send_lock:  # nothing may follow the stop down the pipe
                     if self.sample_every_s:
                         self._sample()  # the session's final figures, however short it was
@@ -951,13 +942,19 @@ class Collector:
         self._ship()
         self.wait_s += time.perf_counter() - began
 
-    def _ship(self) -> None:
-        """Send everything waiting, in order, as one chunk (only one thread sends at a time)."""
-        with self._send_lock:
-            if self._stop_sent:  # a late sample of the helper's: the session is over
+    def _ship(self, *, blocking: bool = True) -> None:
+        """Send everything waiting, in order, as one chunk (only one thread sends at a time).
+        Not ``blocking``: leave it to the thread sending now (the helper must go on reading the
+        writer's answers, its error among them, while the import thread waits on a full pipe)."""
+        if not self._send_lock.acquire(blocking):
+            return
+        try:
+            if self._stop_sent or self._torn:  # the session is over, or its stream is lost
                 self._entries.clear()
                 return
             self._send_waiting()
+        finally:
+            self._send_lock.release()
 
     def _send_waiting(self) -> None:
         """:meth:`_ship`'s work; the caller holds ``_send_lock``."""
@@ -968,8 +965,9 @@ class Collector:
         popleft = entries.popleft
         chunk = [popleft() for _ in range(count)]
         self._shipped_at = time.monotonic()
+        data = pack_entries(chunk)
         try:
-            self._outbox.send_bytes(pack_entries(chunk))
+            self._outbox.send_bytes(data)
         except OSError as err:  # the writer is gone: its own error says why, if it sent one
             if threading.current_thread() is self._helper:
                 self._read_answers(0.5)
@@ -980,6 +978,13 @@ class Collector:
                     f"the collector of session {self.session_id} stopped: {err}"
                 )
             self._raise()
+        except BaseException:
+            # Interrupted part-way (Ctrl-C on the import thread): the pipe may hold part of a
+            # chunk, into which the writer would read whatever came next. Nothing more goes down
+            # it: close() ends the writer, which drops what it had not committed (a resume
+            # redoes it), and the interrupt goes on.
+            self._torn = True
+            raise
 
     def _read_answers(self, timeout: float) -> None:
         inbox = self._inbox
@@ -1009,13 +1014,14 @@ class Collector:
         """Read the writer's answers, sample resources, and ship what has waited ``poll_s``
         (a quiet import thread's last rows: a busy one ships its own chunks)."""
         next_sample = time.monotonic()
+        tick = min(self.poll_s, 0.1)  # close() waits for the helper up to one tick
         while not self._closing.is_set():
-            self._read_answers(self.poll_s)
+            self._read_answers(tick)
             if self._error is not None or self._stopped.is_set():
                 break
             try:
                 if self._entries and time.monotonic() - self._shipped_at >= self.poll_s:
-                    self._ship()
+                    self._ship(blocking=False)
                 if self.sample_every_s and time.monotonic() >= next_sample:
                     self._sample()
                     next_sample = time.monotonic() + self.sample_every_s

@@ -511,26 +511,29 @@ class _Run:
         )
         stages, clock = self.stage_s, time.perf_counter
         mark = clock()
-        for event in events:
-            if self.timing:
-                now = clock()
-                stages["read"] += now - mark
-            index = event.index
-            self.source_path, self.source_index = str(paths[index]), todo[index]
-            if isinstance(event, FileItems):
-                source_id = opened[index]
-                assert source_id is not None  # an unopened file has no items
-                for result in event.results:
-                    if isinstance(result, SourceError):
-                        self._read_error(source_id, result)
-                    else:
-                        self._message(source_id, result)
-            elif isinstance(event, FileOpened):
-                opened[index] = self._open_source(paths[index], event)
-            elif (source_id := opened.pop(index)) is not None:
-                self._finish_source(source_id, event)
-            if self.timing:
-                mark = clock()
+        try:
+            for event in events:
+                if self.timing:
+                    now = clock()
+                    stages["read"] += now - mark
+                index = event.index
+                self.source_path, self.source_index = str(paths[index]), todo[index]
+                if isinstance(event, FileItems):
+                    source_id = opened[index]
+                    assert source_id is not None  # an unopened file has no items
+                    for result in event.results:
+                        if isinstance(result, SourceError):
+                            self._read_error(source_id, result)
+                        else:
+                            self._message(source_id, result)
+                elif isinstance(event, FileOpened):
+                    opened[index] = self._open_source(paths[index], event)
+                elif (source_id := opened.pop(index, None)) is not None:
+                    self._finish_source(source_id, event)
+                if self.timing:
+                    mark = clock()
+        finally:
+            events.close()  # stopped early (Ctrl-C, an error): the readers stop now
 
     def _open_source(self, path: Path, event: FileOpened) -> int | None:
         """The source row of a file just opened (an earlier run's, on resume); None if it could
@@ -563,8 +566,10 @@ class _Run:
         failure = done.failure
         if failure is not None:
             log.warning("%s", failure)
-            self.collector.error("read", failure, source_id=source_id)
+            if (source_id, None) not in self.resumed.read_errors:  # not again on each resume
+                self.collector.error("read", failure, source_id=source_id)
             self.collector.finish_source(source_id, "failed", done.found, str(failure))
+            self._tick(None, 0, failed=True)
         else:
             self.collector.finish_source(source_id, "read", done.found)
 
@@ -573,13 +578,18 @@ class _Run:
         _, status, items_found = known
         if status != "read" or items_found is None:
             return False
+        outcomes = self.resumed.outcomes
         final = sum(
-            1
-            for (sid, _), outcome in self.resumed.outcomes.items()
-            if sid == source_id and outcome in FINAL
+            1 for (sid, _), outcome in outcomes.items() if sid == source_id and outcome in FINAL
         )
-        errors = sum(1 for sid, _ in self.resumed.read_errors if sid == source_id)
-        return final + errors >= items_found
+        # items that could not be read at all: an error and no row (a reader's warning names an
+        # item that was read, whose own outcome is what counts)
+        unread = sum(
+            1
+            for sid, item in self.resumed.read_errors
+            if sid == source_id and item is not None and (sid, item) not in outcomes
+        )
+        return final + unread >= items_found
 
     def _read_error(self, source_id: int, err: SourceError) -> None:
         if (source_id, err.item) not in self.resumed.read_errors:

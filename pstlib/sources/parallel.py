@@ -12,6 +12,7 @@ worker must not re-run the caller's ``__main__`` (spawn, forkserver) or fork a t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -100,7 +101,7 @@ def read_files(
     attachment_data: bool = False,
     background: bool = False,
     ordered: bool = False,
-) -> Iterator[FileEvent]:
+) -> Generator[FileEvent, None, None]:
     """Read every file of ``paths``: for each, a :class:`FileOpened`, its results in
     :class:`FileItems` chunks, then a :class:`FileDone`.
 
@@ -160,10 +161,17 @@ def _read_file(
         yield FileOpened(index, None, error=SourceError(str(path), f"cannot open: {err!r}"))
         yield FileDone(index, 0)
         return
+    try:
+        sha256 = file_sha256(path)
+    except OSError as err:  # an I/O error on a flaky share: this file fails, not the caller
+        source.close()
+        yield FileOpened(index, None, error=SourceError(str(path), f"cannot read: {err}"))
+        yield FileDone(index, 0)
+        return
     found = 0
     failure: SourceError | None = None
     try:
-        yield FileOpened(index, source.kind, sha256=file_sha256(path))
+        yield FileOpened(index, source.kind, sha256=sha256)
         chunk: list[ReadResult] = []
         size = 0
         for result in source:
@@ -206,21 +214,38 @@ def _warnings_of(source: Any, path: Path) -> list[SourceError]:
     return warnings
 
 
-def _worker(task_fd: int, result_fd: int, attachment_data: bool) -> None:
+def die_with_parent(parent: int) -> None:
+    """In a child process: ask Linux for SIGKILL when the parent (pid ``parent``) dies, so that a
+    ``kill -9`` of an import takes its readers and its writer with it; exit now if it is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before we asked
+        os._exit(1)
+
+
+def _worker(task_fd: int, result_fd: int, attachment_data: bool, parent: int) -> None:
     """A worker process: read each ``(index, path)`` sent on ``task_fd``, send its events back.
 
-    SIGINT is ignored: Ctrl-C reaches the whole process group, and the parent decides.
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the parent decides. A parent
+    that is gone (its end of a pipe closed) ends the worker quietly.
     """
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
-    results.send(_READY)
-    while True:
-        task = tasks.recv()
-        if task is None:
-            break
-        index, name = task
-        for event in _read_file(index, Path(name), attachment_data, hash_messages=True):
-            results.send(event)
+    try:
+        results.send(_READY)
+        while True:
+            task = tasks.recv()
+            if task is None:
+                break
+            index, name = task
+            for event in _read_file(index, Path(name), attachment_data, hash_messages=True):
+                results.send(event)
+    except (BrokenPipeError, EOFError):
+        return
     results.close()
 
 
@@ -229,7 +254,7 @@ def _worker(task_fd: int, result_fd: int, attachment_data: bool) -> None:
 # imports, or worse its unguarded work), and no fork of a parent that may hold threads.
 _WORKER_CODE = (
     "import sys; sys.path[:0] = {path!r}; "
-    "from pstlib.sources.parallel import _worker; _worker({task}, {result}, {data})"
+    "from pstlib.sources.parallel import _worker; _worker({task}, {result}, {data}, {parent})"
 )
 
 
@@ -267,7 +292,11 @@ class _Pool:
         task_read, task_write = os.pipe()
         result_read, result_write = os.pipe()
         code = _WORKER_CODE.format(
-            path=sys.path, task=task_read, result=result_write, data=self.attachment_data
+            path=sys.path,
+            task=task_read,
+            result=result_write,
+            data=self.attachment_data,
+            parent=os.getpid(),
         )
         try:
             process = subprocess.Popen(
@@ -301,6 +330,12 @@ class _Pool:
     def events(self) -> Iterator[FileEvent]:
         try:
             while self.workers:
+                first = self._first_pending()
+                if first is not None:  # its turn, and no worker will read it: read it here
+                    yield from _read_file(
+                        first, self.files[first], self.attachment_data, hash_messages=False
+                    )
+                    continue
                 by_pipe = {w.results: w for w in self._turn()}
                 for pipe in wait(list(by_pipe)):
                     worker = by_pipe[pipe]  # type: ignore[index]
@@ -323,13 +358,26 @@ class _Pool:
                         self.found.pop(event.index, None)
                         self._hand(worker)
                     yield event
-            for index in self.pending:  # left by workers that could not start
+            # left by workers that could not start
+            for index in sorted(self.pending) if self.ordered else self.pending:
                 yield from _read_file(
                     index, self.files[index], self.attachment_data, hash_messages=False
                 )
         finally:
             for worker in self.workers:
                 _stop(worker)
+
+    def _first_pending(self) -> int | None:
+        """When ``ordered`` and workers failed to start (no more are handed files): the earliest
+        file left pending, if it comes before every file a worker holds (read it now, here)."""
+        if not (self.ordered and self.broken and self.pending):
+            return None
+        first = min(self.pending)
+        held = [w.assigned[0] for w in self.workers if w.assigned]
+        if held and min(held) < first:
+            return None
+        self.pending.remove(first)
+        return first
 
     def _turn(self) -> list[_Worker]:
         """The workers whose events may be taken now: all, or when ``ordered`` the one reading

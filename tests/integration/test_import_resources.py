@@ -295,3 +295,31 @@ def test_sessions_one_after_another_reuse_one_writer(tmp_path: Path) -> None:
                 pids.add(collector.writer_pid)
             assert len(load.load_messages(store, session_id)) == 200, round_
     assert len(pids) == 1  # started once, then handed the next sessions
+
+
+def test_an_interrupted_write_to_the_writer_ends_it_without_a_hang(tmp_path: Path) -> None:
+    # Ctrl-C part-way through a chunk's write leaves part of a frame in the pipe: the writer
+    # would read what came next into it, and close() waited for an answer that never came.
+    # Now nothing more goes down that pipe: close() ends the writer, which drops what it had
+    # not committed (a resume redoes it), and returns.
+    with Store.open(tmp_path / "store.sqlite") as store:
+        session_id, source_id = new_session(store)
+        collector = Collector(store, session_id, chunk_rows=100, poll_s=60.0).start()
+        for n in range(100):  # one whole chunk, committed
+            collector.message(source_id, message(n), Outcome.READ)
+        collector.flush()
+        assert collector._outbox is not None
+        outbox = collector._outbox
+
+        def torn(data: bytes) -> None:
+            os.write(outbox.fileno(), len(data).to_bytes(4, "big", signed=True) + data[:10])
+            raise KeyboardInterrupt
+
+        outbox.send_bytes = torn  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            for n in range(100, 200):
+                collector.message(source_id, message(n), Outcome.READ)
+        began = time.monotonic()
+        collector.close()  # no hang, and no error of its own in place of the interrupt
+        assert time.monotonic() - began < 10.0
+        assert len(load.load_messages(store, session_id)) == 100

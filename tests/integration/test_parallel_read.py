@@ -304,3 +304,27 @@ def test_an_import_goes_on_when_a_reader_dies(
     item_errors = errors[errors["item"].notna() & (errors["stage"].astype(str) == "read")]
     assert len(messages) + len(item_errors) == found + 7
     assert not messages.duplicated(["source_id", "item_id"]).any()
+
+
+def test_ordered_files_keep_their_order_when_a_worker_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second worker to start exits before it is ready: its files are read here, each in
+    # its turn, not after the other worker's files (which would break the order an import's
+    # deduplication relies on).
+    paths = [_mbox(tmp_path / f"{n}.mbox", range(n * 10, n * 10 + 10)) for n in range(4)]
+    flag = tmp_path / "first-started"
+    first_only = (
+        f"import os, sys\ntry:\n    os.close(os.open({str(flag)!r}, os.O_CREAT | os.O_EXCL))\n"
+        "except FileExistsError:\n    sys.exit(3)\n"
+    )
+    monkeypatch.setattr(
+        parallel_module,
+        "_WORKER_CODE",
+        first_only + parallel_module._WORKER_CODE.replace("; ", "\n"),
+    )
+    events = list(read_files(paths, processes=2, ordered=True, background=True))
+    order = [event.index for event in events]
+    assert order == sorted(order) and set(order) == {0, 1, 2, 3}
+    by_file = _by_file(events)
+    assert all(len(by_file[i].items) == 10 and not by_file[i].done[0].failure for i in range(4))

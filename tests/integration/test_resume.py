@@ -124,3 +124,25 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     db.close()
     assert landed == KILLS, f"only {landed} kills landed before the import finished"
     assert elapsed < 60
+
+
+def test_a_reader_s_warnings_do_not_make_a_source_look_finished() -> None:
+    # An earlier run read all 10 messages of a file (source finished "read", 10 found); 8 were
+    # imported and 2 still pending when it was killed. Two of the messages had a bad date: the
+    # reader warned, and the warnings are read-stage errors naming those (read) messages. Only
+    # items that could not be read at all (an error and no row) count as done without a final
+    # outcome, so the file is read again and its 2 pending messages are sent.
+    from types import SimpleNamespace
+
+    from pstlib.importer.run import _Resumed, _Run
+
+    resumed = _Resumed()
+    resumed.outcomes = {(1, f"m{i}"): "imported" for i in range(8)}
+    resumed.outcomes |= {(1, "m8"): "pending", (1, "m9"): "pending"}
+    resumed.read_errors = {(1, "m0"), (1, "m1")}
+    run = SimpleNamespace(resumed=resumed)
+    assert not _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
+    resumed.read_errors |= {(1, "m8"), (1, "m9")}  # warned about too: still pending
+    assert not _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
+    del resumed.outcomes[(1, "m8")], resumed.outcomes[(1, "m9")]  # could not be read at all
+    assert _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
