@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any
 
 from pstlib.errors import SourceError, StoreError
 from pstlib.models import Message
-from pstlib.sources.parallel import die_with_parent
+from pstlib.sources.parallel import die_with_parent, widen_pipe
 from pstlib.store import Store
 from pstlib.store.schema import Outcome
 from pstlib.store.writer import attachment_size as _attachment_size
@@ -433,14 +433,6 @@ PIPE_BYTES = 1 << 20
 to read, which would hand the interpreter lock back and forth on every 64 KiB."""
 
 
-def _widen_pipe(fd: int) -> None:
-    import fcntl  # POSIX: a writer process has POSIX pipes (else it runs as a thread)
-
-    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
-        with contextlib.suppress(OSError):  # over the system's pipe-max-size: keep the default
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-
-
 class _WriterProcess:
     """One writer process and our ends of its two pipes."""
 
@@ -471,7 +463,7 @@ class _WriterProcess:
         finally:
             os.close(to_writer_r)
             os.close(from_writer_w)
-        _widen_pipe(to_writer_w)
+        widen_pipe(to_writer_w, PIPE_BYTES)
         self.outbox = Connection(to_writer_w, readable=False)
         self.inbox = Connection(from_writer_r, writable=False)
         self.idle_since = time.monotonic()

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 #: item, small enough (with :data:`CHUNK_BYTES`) that memory stays flat whatever the file size.
 CHUNK_ITEMS = 64
 CHUNK_BYTES = 4 << 20  # bodies and headers of one chunk, roughly
+RESULT_PIPE_BYTES = 1 << 20
 _TASKS_PER_WORKER = 2  # files handed to a worker ahead, so that it never waits for the next
 _HASH_CHUNK = 1 << 20
 _READY = "ready"  # a worker's first message: it started, so a death from now on is a file's
@@ -116,8 +117,9 @@ def read_files(
       ``ordered``: then files are read and their events arrive in the order of ``paths``, one
       file after another (a worker reads ahead into its pipe while it waits for its turn), as
       a caller needs whose outcome depends on the order, such as deduplication;
-    * memory stays flat: a worker blocks on its pipe until this generator has taken its last
-      chunk, so at most about one chunk per worker is in flight;
+    * memory stays flat: a worker blocks on its pipe once it holds :data:`RESULT_PIPE_BYTES`
+      that this generator has not taken, so at most that and one chunk per worker are in
+      flight;
     * a worker that dies (libpff crashing on a hostile file) costs only the file it was reading:
       that file ends with a ``failure`` naming the exit code and what was read before, and is
       not read again; the files it had been handed go to a fresh worker. A worker that dies
@@ -226,6 +228,16 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def widen_pipe(fd: int, size: int) -> None:
+    """Let the pipe of ``fd`` hold ``size`` bytes (Linux; elsewhere, or over the system's
+    ``pipe-max-size``, it keeps its default of 64 KiB)."""
+    import fcntl  # POSIX: pipes are handed to children only there
+
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+
+
 def _worker(task_fd: int, result_fd: int, attachment_data: bool, parent: int) -> None:
     """A worker process: read each ``(index, path)`` sent on ``task_fd``, send its events back.
 
@@ -291,6 +303,9 @@ class _Pool:
     def _start(self) -> _Worker:
         task_read, task_write = os.pipe()
         result_read, result_write = os.pipe()
+        # room for a few chunks: a reader goes on while its consumer pauses (a garbage
+        # collection, a commit, its own writer's back-pressure) instead of waiting on it
+        widen_pipe(result_write, RESULT_PIPE_BYTES)
         code = _WORKER_CODE.format(
             path=sys.path,
             task=task_read,
