@@ -52,7 +52,7 @@ EVENT_METRICS = ("worker_pid", "collector_pid", "throttled")
 """Metric names that are events or identities, not resource samples."""
 LABELLED_METRICS = ("stage_s",)
 """Samples that mean something only with their labels (see :func:`find_bottleneck`)."""
-STAGES = ("open", "read", "dedupe", "contacts", "map", "send", "verify")
+STAGES = ("open", "read", "warning", "source", "dedupe", "contacts", "map", "send", "verify")
 
 
 def _text(series: pd.Series) -> pd.Series:

@@ -970,12 +970,17 @@ class Collector:
                     f"the collector of session {self.session_id} stopped: {err}"
                 )
             self._raise()
-        except BaseException:
+        except BaseException as exc:
             # Interrupted part-way (Ctrl-C on the import thread): the pipe may hold part of a
             # chunk, into which the writer would read whatever came next. Nothing more goes down
             # it: close() ends the writer, which drops what it had not committed (a resume
-            # redoes it), and the interrupt goes on.
+            # redoes it), and the interrupt goes on. Anything else lost the chunk's rows: an
+            # error of the collector's, raised by close() too.
             self._torn = True
+            if not isinstance(exc, KeyboardInterrupt) and self._error is None:
+                self._error = StoreError(
+                    f"the collector of session {self.session_id} lost rows: {exc!r}"
+                )
             raise
 
     def _read_answers(self, timeout: float) -> None:
@@ -1017,8 +1022,14 @@ class Collector:
                 if self.sample_every_s and time.monotonic() >= next_sample:
                     self._sample()
                     next_sample = time.monotonic() + self.sample_every_s
-            except StoreError:
-                break  # kept in self._error, raised on the import thread
+            except Exception as err:  # kept in self._error, raised on the import thread
+                if self._error is None:
+                    self._error = (
+                        err
+                        if isinstance(err, StoreError)
+                        else StoreError(f"the collector of session {self.session_id}: {err!r}")
+                    )
+                break
         if not self._stopped.is_set() and self._error is None:
             self._read_answers(0.0)
 

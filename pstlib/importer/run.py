@@ -46,6 +46,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,6 +341,9 @@ class _Resumed:
     sources: dict[str, tuple[int, str, int | None]] = field(default_factory=dict)
     outcomes: dict[tuple[int, str], str] = field(default_factory=dict)
     read_errors: set[tuple[int, str | None]] = field(default_factory=set)
+    unread: dict[int, int] = field(default_factory=dict)  # source_id -> items it could not read
+    stopped: set[int] = field(default_factory=set)  # sources whose reading stopped early
+    warnings: set[tuple[int, str | None, str]] = field(default_factory=set)  # source, item, code
     seen: dict[str, str] = field(default_factory=dict)
     contacts: dict[str, str] = field(default_factory=dict)
 
@@ -560,14 +564,14 @@ class _Run:
     def _finish_source(self, source_id: int, done: FileDone) -> None:
         """A file is read: its reader's warnings (a bad date, an unknown charset...) and any
         failure are recorded, then its source row says how it ended."""
-        for warning in done.warnings:
-            if (source_id, warning.item) not in self.resumed.read_errors:
-                self.collector.error("read", warning, source_id=source_id, item=warning.item)
+        for warning in done.warnings:  # not an unread item: the item itself was read
+            if (source_id, warning.item, warning.code) not in self.resumed.warnings:
+                self.collector.error("warning", warning, source_id=source_id, item=warning.item)
         failure = done.failure
         if failure is not None:
             log.warning("%s", failure)
-            if (source_id, None) not in self.resumed.read_errors:  # not again on each resume
-                self.collector.error("read", failure, source_id=source_id)
+            if source_id not in self.resumed.stopped:  # not again on each resume
+                self.collector.error("source", failure, source_id=source_id)
             self.collector.finish_source(source_id, "failed", done.found, str(failure))
             self._tick(None, 0, failed=True)
         else:
@@ -578,18 +582,13 @@ class _Run:
         _, status, items_found = known
         if status != "read" or items_found is None:
             return False
-        outcomes = self.resumed.outcomes
         final = sum(
-            1 for (sid, _), outcome in outcomes.items() if sid == source_id and outcome in FINAL
-        )
-        # items that could not be read at all: an error and no row (a reader's warning names an
-        # item that was read, whose own outcome is what counts)
-        unread = sum(
             1
-            for sid, item in self.resumed.read_errors
-            if sid == source_id and item is not None and (sid, item) not in outcomes
+            for (sid, _), outcome in self.resumed.outcomes.items()
+            if sid == source_id and outcome in FINAL
         )
-        return final + unread >= items_found
+        # with the items it could not read (an unreadable item, or folder), each its error row
+        return final + self.resumed.unread.get(source_id, 0) >= items_found
 
     def _read_error(self, source_id: int, err: SourceError) -> None:
         if (source_id, err.item) not in self.resumed.read_errors:
@@ -845,11 +844,20 @@ def _load_resumed(store: Store, session_id: str) -> _Resumed:
         )
     }
     errors = load.load_errors(store, session_id)
-    read = errors[errors["stage"].astype("string") == "read"]
+    stage = errors["stage"].astype("string")
+    read = errors[(stage == "read") & errors["source_id"].notna()]
     state.read_errors = {
         (int(s), None if pd.isna(i) else str(i))
         for s, i in zip(read["source_id"], read["item"], strict=True)
-        if pd.notna(s)
+    }
+    state.unread = dict(Counter(int(s) for s in read["source_id"]))
+    state.stopped = {
+        int(s) for s in errors.loc[(stage == "source") & errors["source_id"].notna(), "source_id"]
+    }
+    warned = errors[(stage == "warning") & errors["source_id"].notna()]
+    state.warnings = {
+        (int(s), None if pd.isna(i) else str(i), str(c))
+        for s, i, c in zip(warned["source_id"], warned["item"], warned["code"], strict=True)
     }
     contacts = load.load_contacts(store, session_id)
     resolved = contacts[

@@ -182,11 +182,11 @@ def _finish(store: Store, writer: MessageWriter, source_id: int | None, done: Fi
     if source_id is None:  # it could not be opened: recorded already
         return
     for warning in done.warnings:  # a bad date, an unknown charset, an unreadable attachment...
-        writer.add_error("read", warning, source_id=source_id, item=warning.item)
+        writer.add_error("warning", warning, source_id=source_id, item=warning.item)
     failure = done.failure
     if failure is not None:
         log.warning("%s", failure)
-        writer.add_error("read", failure, source_id=source_id)
+        writer.add_error("source", failure, source_id=source_id)
     writer.flush()
     if failure is None:
         store.finish_source(source_id, "read", done.found, None)

@@ -47,7 +47,9 @@ VOCABULARY: dict[tuple[str, str], tuple[str, ...] | None] = {
     ("messages", "direction"): ("outgoing", "incoming"),
     ("recipients", "kind"): tuple(k.value for k in RecipientKind),
     ("contacts", "action"): ("matched", "created", "failed", "skipped"),
-    ("errors", "stage"): ("open", "read", "dedupe", "contacts", "send", "verify"),
+    ("errors", "stage"): (
+        "open", "read", "warning", "source", "dedupe", "contacts", "send", "verify"
+    ),
     ("errors", "code"): None,
     ("batches", "limit_code"): None,
     ("metrics", "name"): None,

@@ -183,7 +183,10 @@ errors = Table(
     Column("session_id", String(64), ForeignKey("sessions.session_id"), nullable=False),
     Column("source_id", RowId, ForeignKey("sources.source_id")),
     Column("message_row_id", RowId, ForeignKey("messages.message_row_id")),
-    Column("stage", String(16), nullable=False),  # open | read | dedupe | contacts | send | verify
+    # open | read | warning | source | dedupe | contacts | send | verify (read: an item, or a
+    # folder, the reader could not read; warning: a non-fatal problem with an item it did read,
+    # such as a bad date; source: why reading a file stopped early, its reader dying...)
+    Column("stage", String(16), nullable=False),
     Column("code", String(64), nullable=False),
     Column("file", Text),
     Column("folder", Text),

@@ -133,7 +133,7 @@ def test_mail_folder_scans_with_readme_counts(mail_dir: Path, tmp_path: Path) ->
         + [("perceval_mbox_no_fields.mbox", "bad_date")]
     )
     assert doc["errors"]["total"] == len(found)
-    assert set(errors["stage"].astype(str)) == {"read"}
+    assert set(errors["stage"].astype(str)) == {"warning"}  # each item itself was read
 
 
 def test_sessions_and_export(corpus_scan: dict[str, object], tmp_path: Path) -> None:

@@ -323,3 +323,32 @@ def test_an_interrupted_write_to_the_writer_ends_it_without_a_hang(tmp_path: Pat
         collector.close()  # no hang, and no error of its own in place of the interrupt
         assert time.monotonic() - began < 10.0
         assert len(load.load_messages(store, session_id)) == 100
+
+
+def test_rows_lost_by_the_helper_are_an_error_not_a_silence(tmp_path: Path) -> None:
+    # Anything but an interrupt that stops a chunk's write loses its rows: close() says so
+    # (before, the helper thread died quietly and close() returned as if all were written)
+    import threading
+
+    with Store.open(tmp_path / "store.sqlite") as store:
+        session_id, source_id = new_session(store)
+        collector = Collector(store, session_id, poll_s=0.02).start()
+        assert collector._outbox is not None
+        outbox = collector._outbox
+        send = outbox.send_bytes
+
+        def failing(data: bytes) -> None:
+            if threading.current_thread() is collector._helper:
+                raise MemoryError("no room")
+            send(data)
+
+        outbox.send_bytes = failing  # type: ignore[method-assign]
+        for n in range(5):  # under a chunk: the helper ships them
+            collector.message(source_id, message(n), Outcome.READ)
+        with pytest.raises(StoreError, match="lost rows"):
+            deadline = time.monotonic() + 20.0
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                collector._raise()
+        with pytest.raises(StoreError):
+            collector.close()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -126,23 +127,35 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert elapsed < 60
 
 
-def test_a_reader_s_warnings_do_not_make_a_source_look_finished() -> None:
-    # An earlier run read all 10 messages of a file (source finished "read", 10 found); 8 were
-    # imported and 2 still pending when it was killed. Two of the messages had a bad date: the
-    # reader warned, and the warnings are read-stage errors naming those (read) messages. Only
-    # items that could not be read at all (an error and no row) count as done without a final
-    # outcome, so the file is read again and its 2 pending messages are sent.
-    from types import SimpleNamespace
+def test_a_reader_s_warnings_do_not_make_a_source_look_finished(tmp_path: Path) -> None:
+    # An earlier run read a file's 10 items (source finished "read", 10 found): 7 imported, m7
+    # still pending when it was killed, m8 and m9 unreadable (read errors, no rows). m0 and m7
+    # had a bad date: the reader's warnings name items that were read, so they do not count as
+    # unread, and the file is read again to send m7. Once m7 is imported, it is done.
+    from pstlib.errors import SourceError
+    from pstlib.importer.run import _load_resumed, _Run
+    from pstlib.models import Message
+    from pstlib.store.schema import Outcome
 
-    from pstlib.importer.run import _Resumed, _Run
-
-    resumed = _Resumed()
-    resumed.outcomes = {(1, f"m{i}"): "imported" for i in range(8)}
-    resumed.outcomes |= {(1, "m8"): "pending", (1, "m9"): "pending"}
-    resumed.read_errors = {(1, "m0"), (1, "m1")}
-    run = SimpleNamespace(resumed=resumed)
-    assert not _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
-    resumed.read_errors |= {(1, "m8"), (1, "m9")}  # warned about too: still pending
-    assert not _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
-    del resumed.outcomes[(1, "m8")], resumed.outcomes[(1, "m9")]  # could not be read at all
-    assert _Run._source_done(run, 1, (1, "read", 10))  # type: ignore[arg-type]
+    with Store.open(tmp_path / "s.sqlite") as store:
+        session_id = store.begin_session("dataverse", {})
+        source_id = store.add_source(session_id, "a.mbox", "mbox", 1, None)
+        with store.writer(session_id) as writer:
+            for n in range(8):
+                outcome = Outcome.PENDING if n == 7 else Outcome.IMPORTED
+                writer.add_message(source_id, Message("a.mbox", f"m{n}"), outcome)
+            for n in (8, 9):
+                err = SourceError("a.mbox", "unreadable", code="unreadable_item", item=f"m{n}")
+                writer.add_error("read", err, source_id=source_id, item=f"m{n}")
+            for n in (0, 7):
+                warning = SourceError("a.mbox", "bad date", code="bad_date", item=f"m{n}")
+                writer.add_error("warning", warning, source_id=source_id, item=f"m{n}")
+        store.finish_source(source_id, "read", 10, None)
+        run = SimpleNamespace(resumed=_load_resumed(store, session_id))
+        assert not _Run._source_done(run, source_id, (source_id, "read", 10))  # type: ignore[arg-type]
+        with store.writer(session_id) as writer:
+            writer.update_outcomes(
+                [{"source_id": source_id, "item_id": "m7", "outcome": "imported"}]
+            )
+        run = SimpleNamespace(resumed=_load_resumed(store, session_id))
+        assert _Run._source_done(run, source_id, (source_id, "read", 10))  # type: ignore[arg-type]
