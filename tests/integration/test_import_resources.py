@@ -145,10 +145,7 @@ def test_a_caught_up_writer_commits_without_waiting_for_its_deadline(tmp_path: P
         with Collector(store, session_id, flush_every_s=60.0, poll_s=0.02) as collector:
             for n in range(50):
                 collector.message(source_id, message(n), Outcome.READ, direction="incoming")
-            deadline = time.monotonic() + 20.0
-            while len(load.load_messages(store, session_id)) < 50:
-                assert time.monotonic() < deadline, "not committed before the deadline"
-                time.sleep(0.05)
+            wait_for_rows(store, session_id, 50, "not committed before the deadline")
 
 
 def test_a_busy_import_thread_ships_its_own_chunks(tmp_path: Path) -> None:
@@ -162,10 +159,7 @@ def test_a_busy_import_thread_ships_its_own_chunks(tmp_path: Path) -> None:
             for n in range(250):
                 collector.message(source_id, message(n), Outcome.READ, direction="incoming")
             assert collector.backlog == 50  # two chunks gone, half a chunk waits
-            deadline = time.monotonic() + 20.0
-            while len(load.load_messages(store, session_id)) < 200:
-                assert time.monotonic() < deadline, "the shipped chunks were not committed"
-                time.sleep(0.05)
+            wait_for_rows(store, session_id, 200, "the shipped chunks were not committed")
             if collector.writer_pid is not None:  # background work: the import goes first
                 ours = os.getpriority(os.PRIO_PROCESS, 0)
                 writer = os.getpriority(os.PRIO_PROCESS, collector.writer_pid)
@@ -176,6 +170,14 @@ def test_a_busy_import_thread_ships_its_own_chunks(tmp_path: Path) -> None:
                 most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
                 assert pipe_bytes >= min(PIPE_BYTES, most)
         assert len(load.load_messages(store, session_id)) == 250  # close ships the rest
+
+
+def wait_for_rows(store: Store, session_id: str, count: int, failure: str) -> None:
+    """Until ``count`` message rows of the session are committed (at most 20 s)."""
+    deadline = time.monotonic() + 20.0
+    while len(load.load_messages(store, session_id)) < count:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
 
 
 def message(n: int) -> Message:
